@@ -1,0 +1,33 @@
+# Two entry points: `make demo` runs the main job on embedded defaults, `make test` runs the tests.
+# Both create the virtual environment (.venv) when it is missing or out of date.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint demo bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@echo "installing ipa-airflow and its pinned dependencies into $(VENV) (first time: several minutes)"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[all,test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check ipa_airflow operators dags tests
+	$(BIN)/ruff format --check ipa_airflow operators dags tests
+
+test: lint
+	$(BIN)/python -m pytest
+
+demo: venv
+	$(BIN)/ipa demo
+
+bench: venv
+	$(BIN)/ipa bench solver --json
+	$(BIN)/ipa bench solver --accuracy product --json
+
+clean:
+	rm -rf $(VENV) .ipa .pytest_cache .ruff_cache .hypothesis

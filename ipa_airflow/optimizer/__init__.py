@@ -1,0 +1,168 @@
+"""The planner: from a spec, its profiles and a predicted load to a `Plan`.
+
+`plan()` builds the program's data once, solves it with the chosen solver, re-checks the answer
+independently, and, when nothing meets the SLA, says which constraint cannot be met and returns the
+best-effort plan of highest capacity instead of raising.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ..plans import Plan, StagePlan
+from ..profiles import ProfileSet
+from ..spec import PipelineSpec
+from . import brute_force, chain_search, milp
+from .evaluation import evaluate
+from .model_data import ModelData, Option, StageData
+from .policies import POLICIES, Policy, policy_for
+
+SOLVERS = ("auto", "milp", "chain", "brute")
+# A feasible plan whose latency uses more than this share of the SLA reports the SLA as binding.
+_BINDING_SHARE = 0.95
+
+__all__ = ["plan", "plan_from_data", "ModelData", "Option", "Policy", "POLICIES", "SOLVERS", "policy_for"]
+
+
+def plan(
+    spec: PipelineSpec,
+    profiles: ProfileSet,
+    load_rps: float,
+    *,
+    policy: str = "ipa",
+    solver: str = "auto",
+) -> Plan:
+    data = ModelData.build(spec, profiles, load_rps, policy_for(policy, spec))
+    return plan_from_data(data, solver=solver)
+
+
+def _pick_solver(data: ModelData, solver: str) -> str:
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver '{solver}'; choose one of {', '.join(SOLVERS)}")
+    if solver != "auto":
+        return solver
+    # The MILP is IPA's program as published; the chain search is exact too and much faster for the
+    # product objective, whose MILP linearisation is weak. It does not model a cost cap.
+    if data.accuracy_method == "product" and data.max_cost is None:
+        return "chain"
+    return "milp"
+
+
+def plan_from_data(data: ModelData, *, solver: str = "auto") -> Plan:
+    chosen = _pick_solver(data, solver)
+    t0 = time.perf_counter()
+    if chosen == "milp":
+        result = milp.solve(data)
+        choice, status, solver_name = result.choice, result.status, f"milp/{result.solver}"
+    elif chosen == "chain":
+        result = chain_search.solve(data)
+        choice, status, solver_name = result.choice, "Optimal" if result.feasible else "Infeasible", "chain"
+    else:
+        result = brute_force.solve(data)
+        choice, status, solver_name = result.choice, "Optimal" if result.feasible else "Infeasible", "brute"
+    elapsed = time.perf_counter() - t0
+    if choice is None:
+        return _infeasible_plan(data, solver_name, status, elapsed)
+    ev = evaluate(data, choice)
+    if not ev.feasible:
+        raise AssertionError(f"solver {solver_name} returned a plan that breaks {ev.violations}")
+    binding = ("latency_sla",) if ev.latency_s >= _BINDING_SHARE * data.sla_s else ()
+    return _make_plan(data, choice, ev, True, binding, solver_name, status, elapsed, "")
+
+
+def _make_plan(data, choice, ev, feasible, binding, solver, status, elapsed, message) -> Plan:
+    stages = tuple(
+        StagePlan(
+            stage=o.stage,
+            variant=o.variant,
+            hardware=o.hardware,
+            resources=o.resources,
+            dtype=o.dtype,
+            batch=o.batch,
+            replicas=o.replicas,
+            latency_s=o.latency_s,
+            queue_s=o.queue_s,
+            throughput_rps=o.throughput_rps,
+            capacity_rps=o.capacity_rps,
+            accuracy=o.accuracy,
+            cost=o.cost,
+        )
+        for o in choice
+    )
+    return Plan(
+        pipeline=data.pipeline,
+        policy=data.policy.name,
+        load_rps=data.load_rps,
+        sla_s=data.sla_s,
+        feasible=feasible,
+        stages=stages,
+        accuracy=ev.accuracy,
+        cost=ev.cost,
+        objective=ev.objective,
+        latency_s=ev.latency_s,
+        terms={
+            "accuracy": data.alpha * ev.accuracy,
+            "cost": data.beta * ev.cost,
+            "batch": data.gamma * ev.batch_sum,
+        },
+        binding=tuple(binding),
+        solver=solver,
+        status=status,
+        solve_time_s=elapsed,
+        message=message,
+    )
+
+
+def _best_effort(data: ModelData, stage: StageData) -> Option:
+    """The option of highest capacity: the fastest one that covers the load, else the one closest to it."""
+    fixed = data.policy.fixed_replicas.get(stage.name)
+    pinned = data.policy.pinned_variants.get(stage.name)
+    candidates = [o for o in stage.options + stage.too_slow if pinned is None or o.variant == pinned]
+    if fixed is not None:
+        candidates = [replace(o, replicas=fixed) for o in candidates]
+    covering = [o for o in candidates if o.replicas <= data.max_replicas and o.capacity_rps >= data.load_rps]
+    if covering:
+        return min(covering, key=lambda o: (o.total_latency_s, o.cost))
+    capped = [_at_most(o, data.max_replicas) for o in candidates]
+    return max(capped, key=lambda o: (o.capacity_rps, -o.total_latency_s))
+
+
+def _at_most(o: Option, replicas: int) -> Option:
+    return replace(o, replicas=min(o.replicas, replicas))
+
+
+def _diagnose(data: ModelData, choice: Sequence[Option]) -> tuple[list[str], str]:
+    restricted = data.restricted()
+    binding = [f"throughput[{st.name}]" for st in restricted.stages if not st.options]
+    reasons = []
+    for name in binding:
+        stage = name[len("throughput[") : -1]
+        best = next(o for o in choice if o.stage == stage)
+        reasons.append(
+            f"stage '{stage}' reaches at most {best.capacity_rps:.1f} req/s with {best.replicas} replicas "
+            f"of {best.variant} at batch {best.batch}, below the load of {data.load_rps:.1f} req/s"
+        )
+    fastest = sum(min(o.total_latency_s for o in st.options) for st in restricted.stages if st.options)
+    if fastest > data.sla_s:
+        binding.append("latency_sla")
+        reasons.append(
+            f"the fastest configuration takes {fastest * 1000:.1f} ms, over the SLA of "
+            f"{data.sla_s * 1000:.1f} ms"
+        )
+    if not binding and data.max_cost is not None:
+        binding.append("max_cost")
+        reasons.append(f"no configuration that meets the SLA costs at most {data.max_cost:g}")
+    return binding, "; ".join(reasons) or "no configuration satisfies every constraint"
+
+
+def _infeasible_plan(data: ModelData, solver: str, status: str, elapsed: float) -> Plan:
+    choice = tuple(_best_effort(data, st) for st in data.stages)
+    binding, reason = _diagnose(data, choice)
+    ev = evaluate(data, choice)
+    message = (
+        f"infeasible at {data.load_rps:.1f} req/s: {reason}. "
+        "Returned the best-effort plan of highest capacity."
+    )
+    return _make_plan(data, choice, ev, False, binding, solver, status, elapsed, message)

@@ -1,0 +1,65 @@
+"""Adaptation policies: IPA and the paper's baselines, each the same program with extra restrictions.
+
+- ipa: variant, batch and replicas all adapt.
+- fa2-low / fa2-high: the variant is pinned to the lightest / heaviest (or the spec's choice).
+- rim: replicas are fixed (static provisioning); variant and batch adapt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from ..spec import PipelineSpec, Stage
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str = "ipa"
+    pinned_variants: Mapping[str, str] = field(default_factory=dict)  # stage -> variant
+    fixed_replicas: Mapping[str, int] = field(default_factory=dict)  # stage -> replicas
+
+
+def _lightest(stage: Stage) -> str:
+    return min(stage.variants, key=lambda v: (v.accuracy, v.name)).name
+
+
+def _heaviest(stage: Stage) -> str:
+    return max(stage.variants, key=lambda v: (v.accuracy, v.name)).name
+
+
+def _ipa(spec: PipelineSpec) -> Policy:
+    return Policy("ipa")
+
+
+def _fa2_low(spec: PipelineSpec) -> Policy:
+    return Policy(
+        "fa2-low", {s.name: spec.baselines.fa2_low.get(s.name) or _lightest(s) for s in spec.stages}
+    )
+
+
+def _fa2_high(spec: PipelineSpec) -> Policy:
+    return Policy(
+        "fa2-high", {s.name: spec.baselines.fa2_high.get(s.name) or _heaviest(s) for s in spec.stages}
+    )
+
+
+def _rim(spec: PipelineSpec) -> Policy:
+    rim = spec.baselines.rim_replicas
+    fixed = dict(rim) if isinstance(rim, Mapping) else {s.name: rim for s in spec.stages}
+    return Policy("rim", fixed_replicas=fixed)
+
+
+POLICIES: dict[str, Callable[[PipelineSpec], Policy]] = {
+    "ipa": _ipa,
+    "fa2-low": _fa2_low,
+    "fa2-high": _fa2_high,
+    "rim": _rim,
+}
+
+
+def policy_for(name: str, spec: PipelineSpec) -> Policy:
+    try:
+        return POLICIES[name](spec)
+    except KeyError:
+        raise ValueError(f"unknown policy '{name}'; choose one of {', '.join(POLICIES)}") from None

@@ -1,0 +1,51 @@
+"""A pipeline as the planner needs it: the validated spec and the profiles its variants name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .profiles import ProfileError, ProfileSet
+from .spec import PipelineSpec, SpecError, load_spec
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    spec: PipelineSpec
+    profiles: ProfileSet
+    source: Path
+
+
+def missing_profiles(spec: PipelineSpec, profiles: ProfileSet) -> list[tuple[str, str]]:
+    """(yaml_path, message) for every shape whose profile is not in the set."""
+    problems = []
+    for i, stage in enumerate(spec.stages):
+        for j, variant in enumerate(stage.variants):
+            for k, shape in enumerate(variant.shapes):
+                pid = variant.profile_id(shape)
+                files = ", ".join(spec.profiles) or "the spec (no profiles listed)"
+                if pid not in profiles.profiles:
+                    problems.append(
+                        (
+                            f"stages[{i}].variants[{j}].shapes[{k}]",
+                            f"no profile '{pid}' in {files}; "
+                            "profile it with `ipa profile` or fix hardware/dtype/resources",
+                        )
+                    )
+    return problems
+
+
+def load_pipeline(path: str | Path, extra_profiles: ProfileSet | None = None) -> Pipeline:
+    """Load a spec and the profile files it lists; SpecError names every unusable field or profile."""
+    path = Path(path)
+    spec = load_spec(path)
+    try:
+        profiles = ProfileSet.load(spec.profile_paths(path.parent))
+    except ProfileError as exc:
+        raise SpecError(str(path), [("profiles", str(exc))]) from None
+    if extra_profiles is not None:
+        profiles = profiles.merged(extra_profiles)
+    problems = missing_profiles(spec, profiles)
+    if problems:
+        raise SpecError(str(path), problems)
+    return Pipeline(spec, profiles, path)

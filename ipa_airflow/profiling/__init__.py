@@ -1,0 +1,1 @@
+"""Profiling model variants: time a model at batch sizes on a device and summarise the timings."""

@@ -1,0 +1,297 @@
+"""Pipeline specs: the YAML a user writes, validated once, with errors that name the YAML path.
+
+A pipeline is a chain of stages under one end-to-end latency SLA. Each stage has model variants; each
+variant has one or more resource shapes (what one replica gets: CPU cores or a GPU), each backed by a
+measured profile. Everything downstream (optimizer, reconciler, simulator) reads the derived indices
+here instead of walking raw dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION = 1
+
+PositiveInt = Annotated[StrictInt, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")]
+
+AccuracyMethod = Literal["sum", "average", "product"]
+RESOURCE_KINDS = ("cpu", "gpu")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used. `problems` lists (yaml_path, message) pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {path or '<root>'}: {msg}" for path, msg in problems)
+        super().__init__(f"invalid pipeline spec {source}:\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    """What one replica is given. Exactly one of cpu (cores) or gpu (whole devices)."""
+
+    cpu: Annotated[float, Field(gt=0)] | None = None
+    gpu: PositiveInt | None = None
+    memory_gb: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Resources:
+        if (self.cpu is None) == (self.gpu is None):
+            raise ValueError("give exactly one of 'cpu' (cores) or 'gpu' (devices) per replica")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "gpu" if self.gpu is not None else "cpu"
+
+    @property
+    def units(self) -> float:
+        return float(self.gpu if self.gpu is not None else self.cpu)
+
+    @property
+    def key(self) -> str:
+        """Canonical text form, e.g. 'cpu=2' or 'gpu=1', used to match profiles."""
+        return f"{self.kind}={self.units:g}"
+
+
+class Shape(_Strict):
+    """One way to run a replica of a variant: the hardware kind, what a replica gets, and its profile."""
+
+    hardware: Name
+    resources: Resources
+    dtype: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    profile: str | None = Field(
+        default=None, description="profile id; default '<variant model>/<hardware>/<dtype>/<resources>'"
+    )
+
+
+class Variant(_Strict):
+    name: Name
+    accuracy: Annotated[float, Field(ge=0, le=100)] = Field(description="published accuracy, in percent")
+    metric: str = "accuracy"
+    model: str | None = Field(default=None, description="profile model name; defaults to the variant name")
+    model_uri: str | None = None
+    image: str | None = None
+    startup_s: NonNegative = 10.0
+    shapes: list[Shape] = Field(min_length=1)
+
+    @field_validator("model_uri")
+    @classmethod
+    def _model_uri(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("models:/", "runs:/", "s3://", "gs://", "file:", "/")):
+            raise ValueError("model_uri must look like 'models:/<name>/<version>' or an artifact URI")
+        return v
+
+    @property
+    def profile_model(self) -> str:
+        return self.model or self.name
+
+    def profile_id(self, shape: Shape) -> str:
+        return shape.profile or f"{self.profile_model}/{shape.hardware}/{shape.dtype}/{shape.resources.key}"
+
+
+class Stage(_Strict):
+    name: Name
+    variants: list[Variant] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_variants(self) -> Stage:
+        seen: set[str] = set()
+        for v in self.variants:
+            if v.name in seen:
+                raise ValueError(f"duplicate variant name '{v.name}' in stage '{self.name}'")
+            seen.add(v.name)
+        return self
+
+
+class Objective(_Strict):
+    """alpha * accuracy - beta * cost - gamma * sum of batch sizes (IPA's objective)."""
+
+    alpha: NonNegative = 1.0
+    beta: NonNegative = 0.01
+    gamma: NonNegative = 0.0
+    accuracy: AccuracyMethod = "product"
+    rank_normalize: bool = False
+
+
+class Limits(_Strict):
+    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
+    max_batch: PositiveInt = 64
+    max_replicas: PositiveInt = 100
+    max_cost: Annotated[float, Field(gt=0)] | None = None
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sorted_unique(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("needs at least one batch size")
+        if len(set(v)) != len(v):
+            raise ValueError("batch sizes must be unique")
+        return sorted(v)
+
+
+class Baselines(_Strict):
+    """Settings of the paper's baselines (all optional)."""
+
+    fa2_low: dict[str, str] = Field(
+        default_factory=dict, description="stage -> pinned variant (default lightest)"
+    )
+    fa2_high: dict[str, str] = Field(
+        default_factory=dict, description="stage -> pinned variant (default heaviest)"
+    )
+    rim_replicas: PositiveInt | dict[str, PositiveInt] = 2
+
+
+class PipelineSpec(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: Name
+    description: str = ""
+    namespace: Name = "default"
+    sla_s: Annotated[float, Field(gt=0)] = Field(description="end-to-end latency SLA in seconds")
+    latency_percentile: Literal["p50", "p95", "p99"] = "p99"
+    objective: Objective = Field(default_factory=Objective)
+    limits: Limits = Field(default_factory=Limits)
+    cost_per_unit: dict[Literal["cpu", "gpu"], NonNegative] = Field(
+        default_factory=lambda: {"cpu": 1.0, "gpu": 1.0}
+    )
+    profiles: list[str] = Field(default_factory=list, description="profile files, relative to the spec")
+    baselines: Baselines = Field(default_factory=Baselines)
+    stages: list[Stage] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> PipelineSpec:
+        names = [s.name for s in self.stages]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate stage names: {sorted(dup)}")
+        by_stage = {s.name: {v.name for v in s.variants} for s in self.stages}
+        for field in ("fa2_low", "fa2_high"):
+            for stage, variant in getattr(self.baselines, field).items():
+                if stage not in by_stage:
+                    raise ValueError(f"baselines.{field}: unknown stage '{stage}'")
+                if variant not in by_stage[stage]:
+                    raise ValueError(f"baselines.{field}.{stage}: unknown variant '{variant}'")
+        rim = self.baselines.rim_replicas
+        if isinstance(rim, dict):
+            missing = set(by_stage) - set(rim)
+            if missing:
+                raise ValueError(f"baselines.rim_replicas: no replica count for stages {sorted(missing)}")
+        counts = rim.values() if isinstance(rim, dict) else [rim]
+        if max(counts) > self.limits.max_replicas:
+            raise ValueError(
+                f"baselines.rim_replicas ({max(counts)}) is above limits.max_replicas "
+                f"({self.limits.max_replicas})"
+            )
+        if not [b for b in self.limits.batch_sizes if b <= self.limits.max_batch]:
+            raise ValueError("limits: no batch size is within max_batch")
+        return self
+
+    # Derived indices, computed once so no downstream module works them out again.
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        return [b for b in self.limits.batch_sizes if b <= self.limits.max_batch]
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"pipeline '{self.name}' has no stage '{name}'")
+
+    def accuracy_scores(self, stage: Stage) -> dict[str, float]:
+        """Per-variant accuracy used by the objective: a fraction in [0, 1], or the rank k/(V-1)."""
+        if not self.objective.rank_normalize:
+            return {v.name: v.accuracy / 100.0 for v in stage.variants}
+        ordered = sorted(stage.variants, key=lambda v: v.accuracy)
+        if len(ordered) == 1:
+            return {ordered[0].name: 1.0}
+        return {v.name: k / (len(ordered) - 1) for k, v in enumerate(ordered)}
+
+    def profile_paths(self, base: Path) -> list[Path]:
+        return [(base / p).resolve() for p in self.profiles]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<dict>") -> PipelineSpec:
+        if not isinstance(data, Mapping):
+            raise SpecError(source, [("", f"expected a mapping at the top level, got {type(data).__name__}")])
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise SpecError(source, _problems(exc, data)) from None
+
+
+def _yaml_path(loc: tuple[Any, ...], data: Any) -> str:
+    """Turn pydantic's loc into 'stages[0].variants[1].accuracy', naming list items where we can."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        elif isinstance(part, str) and not _is_union_tag(part):
+            out += f".{part}" if out else part
+            node = node.get(part) if isinstance(node, Mapping) else None
+    return out
+
+
+def _is_union_tag(part: str) -> bool:
+    # pydantic puts the union member's type name into loc ('int', 'dict[str,...]', 'function-after[...]')
+    return "[" in part or part in {"int", "float", "str", "bool"} or part.startswith("constrained")
+
+
+def _problems(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; see docs/spec.md for the fields)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        path = _yaml_path(tuple(err["loc"]), data)
+        if (path, msg) not in problems:
+            problems.append((path, msg))
+    return problems
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate a spec file. Raises SpecError naming every bad field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise SpecError(
+            str(path), [("", f"not valid YAML ({where}): {getattr(exc, 'problem', exc)}")]
+        ) from None
+    return PipelineSpec.from_dict(data if data is not None else {}, source=str(path))

@@ -1,0 +1,98 @@
+"""The planner on the shipped example pipelines: behaviour users rely on."""
+
+import copy
+
+import pytest
+
+from ipa_airflow.optimizer import plan
+from ipa_airflow.pipelines import load_pipeline
+from ipa_airflow.plans import Plan
+from ipa_airflow.spec import PipelineSpec
+from tests.conftest import PIPELINES
+
+
+@pytest.fixture(scope="module")
+def video():
+    return load_pipeline(PIPELINES / "video-gpu.yaml")
+
+
+@pytest.mark.parametrize("load", [5, 50, 500, 2000])
+@pytest.mark.parametrize("policy", ["ipa", "fa2-low", "fa2-high"])
+def test_plans_meet_sla_and_load(video, load, policy):
+    p = plan(video.spec, video.profiles, load, policy=policy)
+    assert p.feasible
+    assert p.latency_s <= video.spec.sla_s
+    for s in p.stages:
+        assert s.capacity_rps >= load
+        assert 1 <= s.replicas <= video.spec.limits.max_replicas
+
+
+def test_fa2_pins_the_variant_and_ipa_lies_between(video):
+    low = plan(video.spec, video.profiles, 300, policy="fa2-low")
+    high = plan(video.spec, video.profiles, 300, policy="fa2-high")
+    ipa = plan(video.spec, video.profiles, 300, policy="ipa")
+    assert [s.variant for s in low.stages] == ["frcnn-mnv3-320", "resnet18"]
+    assert [s.variant for s in high.stages] == ["fcos-r50", "resnet152"]
+    # IPA optimises the same objective with fewer restrictions, so it is never worse than either.
+    assert ipa.objective >= low.objective - 1e-9
+    assert ipa.objective >= high.objective - 1e-9
+
+
+def test_rim_keeps_replicas_fixed(video):
+    p = plan(video.spec, video.profiles, 100, policy="rim")
+    assert [s.replicas for s in p.stages] == [2, 2]
+
+
+def test_solvers_agree(video):
+    plans = {s: plan(video.spec, video.profiles, 700, solver=s) for s in ("milp", "chain", "brute")}
+    objectives = {s: p.objective for s, p in plans.items()}
+    assert max(objectives.values()) - min(objectives.values()) < 1e-9, objectives
+
+
+def test_overload_is_infeasible_with_a_best_effort_plan(video):
+    p = plan(video.spec, video.profiles, 1e6)
+    assert not p.feasible
+    assert "throughput[detect]" in p.binding
+    assert "below the load" in p.message
+    # Best effort of highest capacity: every stage at the replica cap.
+    assert all(s.replicas == video.spec.limits.max_replicas for s in p.stages)
+
+
+def test_impossible_sla_names_the_latency_constraint(video):
+    data = copy.deepcopy(video.spec.to_dict())
+    data["sla_s"] = 0.001
+    spec = PipelineSpec.from_dict(data)
+    p = plan(spec, video.profiles, 10)
+    assert not p.feasible
+    assert p.binding == ("latency_sla",)
+    assert "fastest configuration takes" in p.message
+    # The best effort is the fastest configuration that still carries the load.
+    assert all(s.batch == 1 for s in p.stages)
+
+
+def test_max_cost_guardrail(video):
+    data = copy.deepcopy(video.spec.to_dict())
+    data["limits"]["max_cost"] = 3
+    spec = PipelineSpec.from_dict(data)
+    assert plan(spec, video.profiles, 100).cost <= 3
+    infeasible = plan(spec, video.profiles, 2000)
+    assert not infeasible.feasible and "max_cost" in infeasible.binding
+
+
+def test_plan_round_trip(video):
+    p = plan(video.spec, video.profiles, 250)
+    again = Plan.from_json(p.to_json())
+    assert again == p
+    assert again.plan_id == p.plan_id
+    with pytest.raises(ValueError, match="schema_version"):
+        Plan.from_dict({**p.to_dict(), "schema_version": 99})
+
+
+def test_negative_load_is_refused(video):
+    with pytest.raises(ValueError, match="non-negative"):
+        plan(video.spec, video.profiles, -1)
+
+
+def test_zero_load_keeps_one_replica(video):
+    p = plan(video.spec, video.profiles, 0)
+    assert p.feasible and all(s.replicas == 1 and s.batch == 1 for s in p.stages)

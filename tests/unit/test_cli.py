@@ -1,0 +1,80 @@
+import json
+
+import pytest
+
+from ipa_airflow.cli import main
+from tests.conftest import PIPELINES, PROFILES
+
+
+def test_validate_ok(capsys):
+    assert main(["validate", str(PIPELINES / "video-gpu.yaml")]) == 0
+    assert capsys.readouterr().out.strip().endswith(": ok")
+
+
+def test_validate_reports_errors_with_paths(tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "name: x\n"
+        "stages:\n"
+        "  - name: a\n"
+        "    variants:\n"
+        "      - {name: v, accuracy: -1, shapes: [{hardware: h, resources: {cpu: 1}}]}\n"
+    )
+    assert main(["validate", str(spec), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    paths = {e["path"] for e in out["errors"]}
+    assert {"sla_s", "stages[0].variants[0].accuracy"} <= paths
+
+
+def test_validate_names_a_missing_profile(tmp_path, capsys):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        f"name: x\nsla_s: 1\nprofiles: [{PROFILES / 'h100_torchvision.json'}]\n"
+        "stages:\n  - name: a\n    variants:\n"
+        "      - {name: resnet18, accuracy: 70,\n"
+        "         shapes: [{hardware: h100, dtype: fp16, resources: {gpu: 2}}]}\n"
+    )
+    assert main(["validate", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert "stages[0].variants[0].shapes[0]" in err and "resnet18/h100/fp16/gpu=2" in err
+
+
+def test_plan_json_and_table(capsys, tmp_path):
+    out_file = tmp_path / "plan.json"
+    assert (
+        main(["plan", str(PIPELINES / "video-gpu.yaml"), "--load", "120", "--json", "--out", str(out_file)])
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out_file.read_text())
+    assert printed["feasible"] is True and printed["status"] == "Optimal"
+    assert {s["stage"] for s in printed["stages"]} == {"detect", "classify"}
+    for key in ("accuracy", "cost", "objective", "solve_time_s", "latency_s", "plan_id"):
+        assert key in printed
+    assert main(["plan", str(PIPELINES / "video-gpu.yaml"), "--load", "120", "--policy", "fa2-low"]) == 0
+    table = capsys.readouterr().out
+    assert "frcnn-mnv3-320" in table and "feasible" in table
+
+
+def test_plan_infeasible_does_not_fail(capsys):
+    assert main(["plan", str(PIPELINES / "video-gpu.yaml"), "--load", "1e7", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["feasible"] is False and printed["binding"]
+
+
+def test_plan_on_a_bad_spec_is_a_clear_error(tmp_path, capsys):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: x\nsla_s: fast\nstages: []\n")
+    assert main(["plan", str(spec), "--load", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "sla_s" in err and "stages" in err
+
+
+@pytest.mark.parametrize("accuracy", ["sum", "product"])
+def test_bench_solver_small_grid(capsys, accuracy):
+    args = ["bench", "solver", "--accuracy", accuracy, "--max-stages", "3", "--max-variants", "3", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["grid"]) == 9
+    assert report["brute_force_checked"] == 9 * 5  # every point of this small grid is enumerable
+    assert report["mismatches"] == 0
