@@ -132,6 +132,7 @@ def cmd_bench_solver(args) -> int:
         max_stages=args.max_stages,
         max_variants=args.max_variants,
         repeats=args.repeats,
+        heterogeneous=args.heterogeneous,
         on_point=progress,
     )
     if args.json:
@@ -207,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-stages", type=int, default=9)
     p.add_argument("--max-variants", type=int, default=9)
     p.add_argument("--repeats", type=int, default=1, help="solves per load (more gives steadier medians)")
+    p.add_argument("--heterogeneous", action="store_true", help="alternate fp16/fp32 stages (no symmetry)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_solver)
 

@@ -69,7 +69,11 @@ class GridPoint:
         return d
 
 
-def bench_spec(stages: int, variants: int, profiles: ProfileSet, accuracy: str) -> PipelineSpec:
+def bench_spec(
+    stages: int, variants: int, profiles: ProfileSet, accuracy: str, heterogeneous: bool = False
+) -> PipelineSpec:
+    """S identical stages of V variants; `heterogeneous` runs every other stage in fp32 instead of fp16,
+    so the stages' latencies differ and no symmetry between them can help a solver."""
     models = BENCH_MODELS[:variants]
     accs = {m: published_accuracy(profiles.get(f"{m}/h100/fp16/gpu=1")) for m in models}
     # Normalise the product so a perfect pipeline scores 1 whatever the length, keeping accuracy and cost
@@ -90,7 +94,13 @@ def bench_spec(stages: int, variants: int, profiles: ProfileSet, accuracy: str) 
                             "name": m.replace("_", "-"),
                             "model": m,
                             "accuracy": accs[m],
-                            "shapes": [{"hardware": "h100", "dtype": "fp16", "resources": {"gpu": 1}}],
+                            "shapes": [
+                                {
+                                    "hardware": "h100",
+                                    "dtype": "fp32" if heterogeneous and s % 2 else "fp16",
+                                    "resources": {"gpu": 1},
+                                }
+                            ],
                         }
                         for m in models
                     ],
@@ -118,13 +128,14 @@ def run(
     loads: tuple[float, ...] = LOADS_RPS,
     repeats: int = 1,
     brute_force_limit: int = BRUTE_FORCE_LIMIT,
+    heterogeneous: bool = False,
     on_point: Callable[[GridPoint], None] | None = None,
 ) -> dict:
     profiles = ProfileSet.load([profiles_path])
     grid = []
     for variants in range(1, max_variants + 1):
         for stages in range(1, max_stages + 1):
-            spec = bench_spec(stages, variants, profiles, accuracy)
+            spec = bench_spec(stages, variants, profiles, accuracy, heterogeneous)
             point = GridPoint(stages, variants)
             policy = policy_for("ipa", spec)
             for load in loads:
@@ -147,6 +158,7 @@ def run(
     return {
         "accuracy": accuracy,
         "solver": solver,
+        "heterogeneous": heterogeneous,
         "loads_rps": list(loads),
         "grid": rows,
         "max_median_s": max(r["median_s"] for r in rows),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import pulp
 
+from .evaluation import evaluate
 from .model_data import ModelData, Option
 
 # Options whose latency alone cannot fit the SLA are left out of the model (they could never be chosen).
@@ -184,8 +185,13 @@ def solve(data: ModelData, *, time_limit_s: float | None = 30.0, lp_file: str | 
     solver = _solver(time_limit_s)
     model.problem.solve(solver)
     t2 = time.perf_counter()
-    status = pulp.LpStatus[model.problem.status]
-    feasible = model.problem.status == pulp.LpStatusOptimal
+    # PuLP reports a time-limited incumbent as 'Optimal'; its solution status tells the two apart.
+    found = model.problem.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
+    feasible = model.problem.status == pulp.LpStatusOptimal and found
+    if feasible and model.problem.sol_status != pulp.LpSolutionOptimal:
+        status = "Feasible (time limit: not proven optimal)"
+    else:
+        status = pulp.LpStatus[model.problem.status]
     choice = None
     objective = None
     if feasible:
@@ -199,7 +205,8 @@ def solve(data: ModelData, *, time_limit_s: float | None = 30.0, lp_file: str | 
                 replicas = o.replicas
             picked.append(_with_replicas(o, replicas))
         choice = tuple(picked)
-        objective = float(pulp.value(model.problem.objective))
+        # The solver's own objective carries its feasibility tolerances; score the choice exactly instead.
+        objective = evaluate(data, choice).objective
     return MilpResult(status, feasible, choice, objective, solver.name, t1 - t0, t2 - t1)
 
 

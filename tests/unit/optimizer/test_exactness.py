@@ -30,3 +30,33 @@ def test_milp_and_chain_search_equal_brute_force(method, policy, data):
     assert c.feasible == reference.feasible
     assert _agree(m.objective, reference.objective), (m.objective, reference.objective)
     assert _agree(c.objective, reference.objective), (c.objective, reference.objective)
+
+
+@pytest.fixture(scope="module")
+def h100():
+    from ipa_airflow.profiles import ProfileSet
+    from tests.conftest import PROFILES
+
+    return ProfileSet.load([PROFILES / "h100_torchvision.json"])
+
+
+@pytest.mark.parametrize("load", [50.0, 800.0, 5000.0])
+def test_chain_search_equals_the_textbook_milp_beyond_brute_force(h100, load):
+    """4 heterogeneous stages x 4 variants x 7 batches: 28^4 combinations, past brute force here."""
+    from ipa_airflow.bench.solver_grid import bench_spec
+
+    spec = bench_spec(4, 4, h100, "product", heterogeneous=True)
+    md = ModelData.build(spec, h100, load, policy_for("ipa", spec))
+    reference = milp.solve(md, time_limit_s=120)
+    assert reference.status == "Optimal"
+    ours = chain_search.solve(md)
+    assert _agree(ours.objective, reference.objective)
+
+
+def test_a_time_limited_milp_is_not_reported_optimal(h100):
+    from ipa_airflow.bench.solver_grid import bench_spec
+
+    spec = bench_spec(9, 9, h100, "product", heterogeneous=True)
+    md = ModelData.build(spec, h100, 800.0, policy_for("ipa", spec))
+    result = milp.solve(md, time_limit_s=0.05)
+    assert result.status != "Optimal"
