@@ -100,7 +100,8 @@ def render_plan(p: Plan) -> None:
 
 
 def cmd_plan(args) -> int:
-    pipeline = load_pipeline(args.spec)
+    registry = _registry(args.tracking_uri) if args.tracking_uri else None
+    pipeline = load_pipeline(args.spec, registry=registry, runtime=args.runtime)
     result = plan(pipeline.spec, pipeline.profiles, args.load, policy=args.policy, solver=args.solver)
     if args.out:
         Path(args.out).write_text(result.to_json())
@@ -158,6 +159,112 @@ def cmd_bench_solver(args) -> int:
     return 0
 
 
+# ---- profile ----------------------------------------------------------------------------------------
+def _registry(tracking_uri: str | None):
+    from .registry import MlflowProfileRegistry
+    from .settings import load_settings
+
+    settings = load_settings(tracking_uri=tracking_uri)
+    uri = settings.mlflow.tracking_uri
+    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+    if uri.startswith("sqlite:"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    return MlflowProfileRegistry(
+        uri,
+        experiment=settings.mlflow.profiles_experiment,
+        artifact_root=settings.mlflow.artifact_root if local else None,
+    )
+
+
+def _hardware_slug(device_name: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")[:40] or "unknown"
+
+
+def cmd_profile(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .profiling.sweep import SweepRequest, parse_batch_sizes, profile_registered, profile_zoo, summarise
+    from .profiling.torch_runner import environment, resolve_device
+
+    batch_sizes = parse_batch_sizes(args.batch_sizes)
+    device = resolve_device(args.device)
+    hardware = args.hardware or _hardware_slug(
+        (lambda e: e.get("gpu") or e.get("cpu", ""))(environment(device, args.threads, args.dtype))
+    )
+    request = SweepRequest(hardware, batch_sizes, device, args.threads, args.dtype)
+    registry = None if args.no_log else _registry(args.tracking_uri)
+    model_ref = name = None
+    if args.model_uri:
+        if registry is None:
+            registry = _registry(args.tracking_uri)
+        model_ref, name, version = registry.resolve_model_ref(args.model_uri)
+    progress = Progress(
+        TextColumn("[bold]profiling[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=args.json or not sys.stderr.isatty(),
+    )
+    with progress:
+        task = progress.add_task(f"{args.zoo or model_ref} on {device}", total=len(batch_sizes))
+
+        def on_cell(timing):
+            progress.update(
+                task, advance=1, description=f"{args.zoo or model_ref} on {device}, batch {timing.batch}"
+            )
+
+        if args.zoo:
+            result = profile_zoo(args.zoo, request, on_cell=on_cell)
+        else:
+            result = profile_registered(model_ref, args.name or name, request, on_cell=on_cell)
+    summary = summarise(result)
+    if registry is not None:
+        summary["run_id"] = registry.log_profile(
+            result.profile,
+            result.key,
+            params={
+                "device": device,
+                "threads": args.threads,
+                "model_ref": result.key.model_ref,
+            },
+        )
+        summary["tracking_uri"] = registry.tracking_uri
+        if args.model_uri:
+            registry.tag_model_version(name, version, result.profile, result.key, summary["run_id"])
+    if args.out:
+        Path(args.out).write_text(
+            json.dumps({"schema_version": 1, "profiles": [result.profile.to_dict()]}, indent=1)
+        )
+    if args.json:
+        _print_json(summary)
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{result.profile.id} ({summary['runtime']}, {summary['wall_s']} s)")
+    for col in ("batch", "p50 ms", "p95 ms", "p99 ms", "p99/p50", "CV", "calls", "req/s", "peak MiB"):
+        table.add_column(col, justify="right")
+    for c in summary["cells"]:
+        table.add_row(
+            str(c["batch"]),
+            f"{c['p50_ms']:.2f}",
+            f"{c['p95_ms']:.2f}",
+            f"{c['p99_ms']:.2f}",
+            f"{c['p99_over_p50']:.2f}",
+            f"{c['cv']:.3f}" + (" (re)" if c["remeasured"] else ""),
+            str(c["iters"]),
+            f"{c['throughput_rps']:.1f}",
+            f"{c['peak_memory_mb']:.0f}",
+        )
+    console = _console()
+    console.print(table)
+    if "run_id" in summary:
+        console.print(f"MLflow run {summary['run_id']} at {summary['tracking_uri']}")
+    return 0
+
+
 # ---- demo -------------------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from . import demo
@@ -181,6 +288,34 @@ def cmd_profiles_import(args) -> int:
     return 0
 
 
+def cmd_profiles_compare(args) -> int:
+    from .reports.compare import compare
+
+    report = compare(ProfileSet.load(args.ours), ProfileSet.load([args.reference]))
+    if args.json:
+        _print_json(report)
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"p50 agreement with {args.reference}")
+    for col in ("model", "dtype", "resources", "batch", "ours ms", "reference ms", "ratio"):
+        table.add_column(col, justify="left" if col in ("model", "dtype", "resources") else "right")
+    for r in report["rows"]:
+        table.add_row(
+            r["model"],
+            r["dtype"],
+            r["resources"],
+            str(r["batch"]),
+            f"{r['p50_ms']:.2f}",
+            f"{r['reference_p50_ms']:.2f}",
+            f"{r['ratio']:.2f}",
+        )
+    console = _console()
+    console.print(table)
+    console.print(f"{report['matched_cells']} cells, median ratio {report['median_ratio']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ipa", description="Inference Pipeline Adaptation for Airflow")
     parser.add_argument("--version", action="version", version=f"ipa-airflow {__version__}")
@@ -197,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", choices=list(POLICIES), default="ipa")
     p.add_argument("--solver", choices=list(SOLVERS), default="auto")
     p.add_argument("--out", help="also write the plan as JSON to this file")
+    p.add_argument("--tracking-uri", help="read profiles the spec's files lack from this MLflow")
+    p.add_argument("--runtime", help="refuse MLflow profiles measured on another runtime, e.g. torch==2.14.1")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
 
@@ -212,6 +349,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_solver)
 
+    p = sub.add_parser("profile", help="profile a zoo model or a registered MLflow model version")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--zoo", help="a zoo model name, e.g. resnet18")
+    which.add_argument(
+        "--model-uri", help="a registered model version: models:/name/version or models:/name@alias"
+    )
+    p.add_argument("--name", help="profile name for a registered model (default: the registered name)")
+    p.add_argument("--batch-sizes", default="1,2,4,8")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (cores one replica gets)")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--hardware", help="the hardware name specs use (default: from the device name)")
+    p.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or .ipa/mlflow.db)"
+    )
+    p.add_argument("--no-log", action="store_true", help="do not log the profile to MLflow")
+    p.add_argument("--out", help="also write the profile as a profile file (JSON)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profile)
+
     p = sub.add_parser("demo", help="the main job on embedded defaults")
     p.add_argument("--pipelines", default=str(REPO_PROFILES / "pipelines"))
     p.add_argument("--json", action="store_true")
@@ -226,6 +383,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", help="provenance text (default: the file name)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_profiles_import)
+    p = profiles.add_parser("compare", help="ratio of p50 latencies against reference profiles")
+    p.add_argument("ours", nargs="+", help="profile files")
+    p.add_argument("--reference", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profiles_compare)
     return parser
 
 
@@ -233,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, ProfileError, ValueError) as exc:
+    except (SpecError, ProfileError, ValueError, RuntimeError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

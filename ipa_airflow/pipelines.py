@@ -35,16 +35,20 @@ def missing_profiles(spec: PipelineSpec, profiles: ProfileSet) -> list[tuple[str
     return problems
 
 
-def load_pipeline(path: str | Path, extra_profiles: ProfileSet | None = None) -> Pipeline:
-    """Load a spec and the profile files it lists; SpecError names every unusable field or profile."""
+def load_pipeline(path: str | Path, *, registry=None, runtime: str | None = None) -> Pipeline:
+    """Load a spec and its profiles: the files it lists first, then MLflow (when a registry is given) for
+    the shapes no file covers. SpecError names every unusable field or profile."""
     path = Path(path)
     spec = load_spec(path)
     try:
         profiles = ProfileSet.load(spec.profile_paths(path.parent))
     except ProfileError as exc:
         raise SpecError(str(path), [("profiles", str(exc))]) from None
-    if extra_profiles is not None:
-        profiles = profiles.merged(extra_profiles)
+    if registry is not None:
+        wanted = {v.profile_id(sh) for st in spec.stages for v in st.variants for sh in v.shapes}
+        missing = sorted(wanted - set(profiles.profiles))
+        if missing:
+            profiles = profiles.merged(registry.profiles_for_spec(spec, runtime=runtime, only=missing))
     problems = missing_profiles(spec, profiles)
     if problems:
         raise SpecError(str(path), problems)

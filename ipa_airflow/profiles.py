@@ -37,6 +37,8 @@ class BatchPoint:
     p99_ms: float
     mean_ms: float
     throughput_rps: float
+    cv: float | None = None  # coefficient of variation of the timed calls
+    peak_memory_mb: float | None = None  # GPU memory on CUDA, resident set size on CPU
 
     def latency_ms(self, percentile: str) -> float:
         return float(getattr(self, f"{percentile}_ms"))

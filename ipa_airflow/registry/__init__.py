@@ -1,0 +1,6 @@
+"""Profiles in and out of MLflow: one run per profile, model-version tags, staleness keys."""
+
+from .keys import ProfileKey, runtime_of
+from .mlflow_profiles import MlflowProfileRegistry, RegistryError
+
+__all__ = ["MlflowProfileRegistry", "ProfileKey", "RegistryError", "runtime_of"]

@@ -1,0 +1,287 @@
+"""MLflow as the profile registry.
+
+Each profile is one run in the profiles experiment: params (what was measured and how), one metric
+series per quantity with step = batch size (the MLflow UI draws the curve), the profile as JSON, CSV and
+an MLflow table, a PNG plot, and tags that carry the staleness key. A registered model version gets
+tags summarising its profile per hardware so its page in the MLflow UI shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from ..profiles import Profile, ProfileError, ProfileSet
+from ..spec import PipelineSpec
+from .keys import ProfileKey
+
+log = logging.getLogger(__name__)
+
+# Fail fast when MLflow is down instead of retrying for minutes (users can still override these).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+# Our commands print machine-readable output on stdout; MLflow's "View run" links would corrupt it.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+METRICS = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "throughput_rps", "cv", "peak_memory_mb")
+
+
+class RegistryError(ProfileError):
+    """MLflow could not be reached, or holds no usable profile; the message says what to do."""
+
+
+def tag_safe(resources: str) -> str:
+    return resources.replace("=", "")
+
+
+class MlflowProfileRegistry:
+    def __init__(
+        self, tracking_uri: str, *, experiment: str = "ipa-profiles", artifact_root: str | None = None
+    ):
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.artifact_root = artifact_root
+        self._client = None
+        self._experiment_id: str | None = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self._client
+
+    def _call(self, what: str, fn, *args, **kwargs):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return fn(*args, **kwargs)
+        except (MlflowException, OSError) as exc:  # requests' ConnectionError is an OSError
+            if isinstance(exc, MlflowException) and not _unreachable(exc):
+                raise RegistryError(
+                    f"MLflow at {self.tracking_uri} refused to {what}: {exc.message}"
+                ) from exc
+            raise RegistryError(
+                f"cannot reach MLflow at {self.tracking_uri} to {what}; "
+                "start the server or set MLFLOW_TRACKING_URI / --tracking-uri"
+            ) from exc
+
+    def experiment_id(self) -> str:
+        if self._experiment_id is None:
+            exp = self._call("read the experiment", self.client.get_experiment_by_name, self.experiment)
+            if exp is not None:
+                self._experiment_id = exp.experiment_id
+            else:
+                self._experiment_id = self._call(
+                    "create the profiles experiment",
+                    self.client.create_experiment,
+                    self.experiment,
+                    artifact_location=self.artifact_root,
+                    tags={"ipa.kind": "profiles"},
+                )
+        return self._experiment_id
+
+    # ---- model references --------------------------------------------------------------------------
+    def resolve_model_ref(self, model_uri: str) -> tuple[str, str, str]:
+        """'models:/name/3', 'models:/name@alias' or 'models:/name/latest' -> (ref, name, version)."""
+        if not model_uri.startswith("models:/"):
+            raise RegistryError(f"'{model_uri}' is not a registered model URI (models:/<name>/<version>)")
+        rest = model_uri[len("models:/") :]
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            mv = self._call(f"resolve alias {alias}", self.client.get_model_version_by_alias, name, alias)
+            version = mv.version
+        else:
+            name, _, version = rest.partition("/")
+            if version in ("", "latest"):
+                versions = self._call(
+                    f"list versions of {name}", self.client.search_model_versions, f"name='{name}'"
+                )
+                if not versions:
+                    raise RegistryError(f"registered model '{name}' has no versions")
+                version = str(max(int(v.version) for v in versions))
+        return f"models:/{name}/{version}", name, str(version)
+
+    # ---- writing -----------------------------------------------------------------------------------
+    def log_profile(self, profile: Profile, key: ProfileKey, *, params: dict | None = None) -> str:
+        """One run holding the whole profile; returns its run id."""
+        from mlflow.entities import Metric, Param
+
+        curve = profile.curve("p99")
+        env = profile.provenance.get("environment", {})
+        tags = {
+            **key.to_tags(),
+            "ipa.profile_id": profile.id,
+            "ipa.device_name": str(env.get("gpu") or env.get("cpu", "")),
+            "mlflow.runName": f"profile {profile.model} on {profile.hardware} {profile.resources}",
+        }
+        run = self._call("create a profile run", self.client.create_run, self.experiment_id(), tags=tags)
+        run_id = run.info.run_id
+        all_params = {
+            "model": profile.model,
+            "hardware": profile.hardware,
+            "dtype": profile.dtype,
+            "resources": profile.resources,
+            "batch_sizes": ",".join(str(b) for b in profile.measured_batches),
+            **{k: str(v) for k, v in (params or {}).items()},
+        }
+        now_ms = int(time.time() * 1000)
+        metrics = []
+        for p in profile.points:
+            for name in METRICS:
+                value = getattr(p, name, None)
+                if value is not None:
+                    metrics.append(Metric(name, float(value), now_ms, p.batch))
+        first = profile.points[0]
+        summary = {
+            "b1_p99_ms": first.p99_ms if first.batch == 1 else None,
+            "best_throughput_rps": max(p.throughput_rps for p in profile.points),
+            "curve_p99_max_rel_error": curve.max_rel_error,
+        }
+        metrics += [Metric(k, float(v), now_ms, 0) for k, v in summary.items() if v is not None]
+        self._call(
+            "log the profile",
+            self.client.log_batch,
+            run_id,
+            metrics=metrics,
+            params=[Param(k, v) for k, v in all_params.items()],
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            self._write_artifacts(profile, Path(tmp))
+            self._call("upload the profile artifacts", self.client.log_artifacts, run_id, tmp)
+        self._call(
+            "log the profile table", self.client.log_table, run_id, _table(profile), "profile_table.json"
+        )
+        self._call("finish the run", self.client.set_terminated, run_id)
+        return run_id
+
+    @staticmethod
+    def _write_artifacts(profile: Profile, folder: Path) -> None:
+        from ..reports.profile_plot import plot_profile
+
+        (folder / "profile.json").write_text(json.dumps(profile.to_dict(), indent=1))
+        rows = ["batch,p50_ms,p95_ms,p99_ms,mean_ms,throughput_rps,cv,peak_memory_mb"]
+        for p in profile.points:
+            rows.append(
+                ",".join(
+                    str(v)
+                    for v in (
+                        p.batch,
+                        p.p50_ms,
+                        p.p95_ms,
+                        p.p99_ms,
+                        p.mean_ms,
+                        p.throughput_rps,
+                        p.cv,
+                        p.peak_memory_mb,
+                    )
+                )
+            )
+        (folder / "profile.csv").write_text("\n".join(rows) + "\n")
+        plot_profile(profile, folder / "latency_throughput.png")
+
+    def tag_model_version(
+        self, name: str, version: str, profile: Profile, key: ProfileKey, run_id: str
+    ) -> None:
+        """Summarise the profile on the model version's page: batch-1 p99, best throughput, the run."""
+        prefix = f"ipa.profile.{profile.hardware}.{tag_safe(profile.resources)}.{profile.dtype}"
+        first = profile.points[0]
+        tags = {
+            f"{prefix}.b1_p99_ms": f"{first.p99_ms:.2f}" if first.batch == 1 else "n/a",
+            f"{prefix}.best_throughput_rps": f"{max(p.throughput_rps for p in profile.points):.1f}",
+            f"{prefix}.run_id": run_id,
+            f"{prefix}.staleness_key": key.digest,
+            f"{prefix}.runtime": key.runtime,
+        }
+        for k, v in tags.items():
+            self._call("tag the model version", self.client.set_model_version_tag, name, version, k, v)
+
+    # ---- reading -----------------------------------------------------------------------------------
+    def latest(self, key: ProfileKey, *, check_runtime: bool = True) -> tuple[Profile, str]:
+        """The newest profile matching `key` (the runtime too unless check_runtime is False)."""
+        filt = (
+            f"tags.`ipa.model_ref` = '{key.model_ref}' and tags.`ipa.hardware` = '{key.hardware}' "
+            f"and tags.`ipa.dtype` = '{key.dtype}' and tags.`ipa.resources` = '{key.resources}'"
+        )
+        runs = self._call(
+            "search profiles",
+            self.client.search_runs,
+            [self.experiment_id()],
+            filter_string=filt,
+            order_by=["attributes.start_time DESC"],
+            max_results=50,
+        )
+        stale = []
+        for run in runs:
+            if run.info.status != "FINISHED":
+                continue
+            found = ProfileKey.from_tags(run.data.tags)
+            if check_runtime and found.runtime != key.runtime:
+                stale.append((run.info.run_id, found))
+                continue
+            return self._download(run.info.run_id), run.info.run_id
+        what = f"{key.model_ref} on {key.hardware} ({key.resources}, {key.dtype})"
+        if stale:
+            run_id, found = stale[0]
+            raise RegistryError(
+                f"the profiles of {what} are stale: the newest (run {run_id}) has "
+                f"{'; '.join(key.differences(found))}. Re-profile it with `ipa profile` on that hardware."
+            )
+        raise RegistryError(f"MLflow holds no profile of {what}. Profile it with `ipa profile`.")
+
+    def _download(self, run_id: str) -> Profile:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self._call(
+                "download a profile", self.client.download_artifacts, run_id, "profile.json", tmp
+            )
+            return Profile.from_dict(json.loads(Path(path).read_text()))
+
+    def profiles_for_spec(
+        self, spec: PipelineSpec, *, runtime: str | None = None, only: Sequence[str] | None = None
+    ) -> ProfileSet:
+        """The newest non-stale profile of every (variant, shape) of the spec, keyed as the spec names them.
+
+        Variants with a model_uri are looked up by that model version, the others as zoo models.
+        With runtime=None the runtime is not checked (any runtime the registry holds is accepted).
+        """
+        found: dict[str, Profile] = {}
+        for stage in spec.stages:
+            for variant in stage.variants:
+                ref = (
+                    self.resolve_model_ref(variant.model_uri)[0]
+                    if variant.model_uri
+                    else f"zoo:{variant.profile_model}"
+                )
+                for shape in variant.shapes:
+                    pid = variant.profile_id(shape)
+                    if only is not None and pid not in only:
+                        continue
+                    key = ProfileKey(ref, shape.hardware, shape.dtype, shape.resources.key, runtime or "")
+                    profile, _ = self.latest(key, check_runtime=runtime is not None)
+                    found[pid] = replace(profile, model=variant.profile_model)
+        return ProfileSet(found)
+
+
+def _unreachable(exc: Exception) -> bool:
+    # The client wraps connection failures in MlflowException; the cause or the text tells them apart.
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc)
+    return isinstance(cause, OSError) or "Max retries exceeded" in text or "Failed to establish" in text
+
+
+def _table(profile: Profile) -> dict[str, list]:
+    return {
+        "batch": [p.batch for p in profile.points],
+        "p50_ms": [p.p50_ms for p in profile.points],
+        "p95_ms": [p.p95_ms for p in profile.points],
+        "p99_ms": [p.p99_ms for p in profile.points],
+        "throughput_rps": [p.throughput_rps for p in profile.points],
+    }

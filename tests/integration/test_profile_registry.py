@@ -1,0 +1,162 @@
+"""Profiling a registered model version against a real MLflow server, reading it back, planning with it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ipa_airflow.cli import main
+from ipa_airflow.optimizer import plan
+from ipa_airflow.pipelines import load_pipeline
+from ipa_airflow.registry import MlflowProfileRegistry, RegistryError
+from tests.integration.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+SPEC = """
+name: tiny
+sla_s: 0.5
+objective: {{accuracy: product}}
+limits: {{batch_sizes: [1, 2, 4], max_replicas: 8}}
+stages:
+  - name: classify
+    variants:
+      - name: tiny
+        model: tiny-classifier
+        model_uri: models:/tiny-classifier/1
+        accuracy: 71.5
+        shapes: [{{hardware: {hardware}, resources: {{cpu: 1}}}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def registered(mlflow_server):
+    import mlflow
+    import torch
+
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_registry_uri(mlflow_server)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 10)).eval()
+    # Two rows: torch.export keeps the batch dimension dynamic (one row would fix it at 1).
+    example = np.random.default_rng(0).standard_normal((2, 64)).astype(np.float32)
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            model, name="model", input_example=example, registered_model_name="tiny-classifier"
+        )
+    return mlflow_server
+
+
+@pytest.fixture(scope="module")
+def profiled(registered, tmp_path_factory):
+    out = tmp_path_factory.mktemp("profile") / "summary.json"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(
+            [
+                "profile",
+                "--model-uri",
+                "models:/tiny-classifier/1",
+                "--batch-sizes",
+                "1,2,4",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--hardware",
+                "ci-cpu",
+                "--tracking-uri",
+                registered,
+                "--json",
+            ]
+        )
+    assert code == 0, buf.getvalue()
+    out.write_text(buf.getvalue())
+    return json.loads(buf.getvalue())
+
+
+def test_profile_run_holds_the_sweep(registered, profiled):
+    from mlflow import MlflowClient
+
+    assert [c["batch"] for c in profiled["cells"]] == [1, 2, 4]
+    for cell in profiled["cells"]:
+        assert 0 < cell["p50_ms"] <= cell["p99_ms"]
+        assert cell["iters"] >= 20 and cell["cv"] >= 0 and cell["peak_memory_mb"] > 0
+    client = MlflowClient(registered)
+    run = client.get_run(profiled["run_id"])
+    assert run.data.tags["ipa.model_ref"] == "models:/tiny-classifier/1"
+    assert run.data.tags["ipa.staleness_key"] == profiled["staleness_key"]
+    assert run.data.params["batch_sizes"] == "1,2,4"
+    history = client.get_metric_history(profiled["run_id"], "p99_ms")
+    assert sorted(m.step for m in history) == [1, 2, 4]  # step = batch size: the UI draws the curve
+    artifacts = {a.path for a in client.list_artifacts(profiled["run_id"])}
+    assert {"profile.json", "profile.csv", "latency_throughput.png", "profile_table.json"} <= artifacts
+
+
+def test_model_version_page_summarises_the_profile(registered, profiled):
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(registered).get_model_version("tiny-classifier", "1").tags
+    prefix = "ipa.profile.ci-cpu.cpu1.fp32"
+    assert tags[f"{prefix}.run_id"] == profiled["run_id"]
+    assert float(tags[f"{prefix}.b1_p99_ms"]) == pytest.approx(profiled["cells"][0]["p99_ms"], rel=1e-2)
+    assert tags[f"{prefix}.staleness_key"] == profiled["staleness_key"]
+
+
+def test_read_back_and_plan(registered, profiled, tmp_path):
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(SPEC.format(hardware="ci-cpu"))
+    registry = MlflowProfileRegistry(registered)
+    pipeline = load_pipeline(spec_path, registry=registry, runtime=profiled["runtime"])
+    profile = pipeline.profiles.get("tiny-classifier/ci-cpu/fp32/cpu=1")
+    assert profile.measured_batches == [1, 2, 4]
+    p = plan(pipeline.spec, pipeline.profiles, 50.0)
+    assert p.feasible and p.stages[0].variant == "tiny"
+    assert p.stages[0].capacity_rps >= 50.0
+
+
+def test_stale_runtime_is_refused_with_the_difference(registered, profiled, tmp_path):
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(SPEC.format(hardware="ci-cpu"))
+    with pytest.raises(RegistryError) as exc:
+        load_pipeline(spec_path, registry=MlflowProfileRegistry(registered), runtime="torch==1.0.0")
+    assert "stale" in str(exc.value) and "torch==1.0.0" in str(exc.value)
+
+
+def test_missing_profile_names_variant_and_hardware(registered, profiled, tmp_path):
+    spec_path = tmp_path / "tiny.yaml"
+    spec_path.write_text(SPEC.format(hardware="a100"))
+    with pytest.raises(RegistryError, match=r"no profile of models:/tiny-classifier/1 on a100"):
+        load_pipeline(spec_path, registry=MlflowProfileRegistry(registered))
+
+
+def test_mlflow_down_is_a_clear_error():
+    registry = MlflowProfileRegistry(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(RegistryError, match="cannot reach MLflow"):
+        registry.experiment_id()
+
+
+def test_a_model_fixed_at_batch_one_is_explained(registered):
+    import mlflow
+    import torch
+
+    from ipa_airflow.profiles import ProfileError
+    from ipa_airflow.profiling.sweep import SweepRequest, profile_registered
+    from ipa_airflow.profiling.timing import TimingSettings
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4)).eval()
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=np.zeros((1, 8), np.float32),
+            registered_model_name="fixed-batch",
+        )
+    request = SweepRequest("ci-cpu", (1, 2), device="cpu")
+    fast = TimingSettings(min_iters=3, min_seconds=0.0)
+    with pytest.raises(ProfileError, match="two or more rows"):
+        profile_registered("models:/fixed-batch/1", "fixed-batch", request, settings=fast)
