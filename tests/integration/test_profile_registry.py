@@ -160,3 +160,24 @@ def test_a_model_fixed_at_batch_one_is_explained(registered):
     fast = TimingSettings(min_iters=3, min_seconds=0.0)
     with pytest.raises(ProfileError, match="two or more rows"):
         profile_registered("models:/fixed-batch/1", "fixed-batch", request, settings=fast)
+
+
+def test_a_pyfunc_model_is_profiled_through_predict(registered):
+    import mlflow
+
+    from ipa_airflow.profiling.sweep import SweepRequest, profile_registered
+    from ipa_airflow.profiling.timing import TimingSettings
+
+    class Scaler(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return np.tanh(np.asarray(model_input, dtype=np.float32) @ np.ones((16, 4), np.float32))
+
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(name="model", python_model=Scaler(),
+                                input_example=np.zeros((2, 16), np.float32), registered_model_name="scaler")
+    request = SweepRequest("ci-cpu", (1, 8), device="cpu")
+    result = profile_registered("models:/scaler/1", "scaler", request,
+                                settings=TimingSettings(min_iters=5, min_seconds=0.0))
+    assert result.profile.task == "pyfunc"
+    assert result.profile.measured_batches == [1, 8]
+    assert result.key.model_ref == "models:/scaler/1"
