@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint services demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,7 +19,15 @@ lint: venv
 	$(BIN)/ruff check ipa_airflow operators dags tests
 	$(BIN)/ruff format --check ipa_airflow operators dags tests
 
-test: lint
+# The integration tests run the real Prometheus server (Debian's package); install it when missing.
+services:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's prometheus package for the integration tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  else echo "prometheus is not installed and cannot be installed here: its tests will be skipped"; fi; }
+
+test: lint services
 	$(BIN)/python -m pytest
 
 demo: venv

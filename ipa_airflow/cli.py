@@ -265,6 +265,151 @@ def cmd_profile(args) -> int:
     return 0
 
 
+# ---- forecast ---------------------------------------------------------------------------------------
+def _trace(args):
+    from .forecasting.sources import read_trace
+
+    return read_trace(args.trace, damping=args.damping)
+
+
+def cmd_forecast_backtest(args) -> int:
+    from .forecasting.backtest import backtest
+    from .forecasting.registry import forecaster
+    from .forecasting.sources import days, parse_days
+
+    series = _trace(args)
+    train, test = days(series, *parse_days(args.train_days)), days(series, *parse_days(args.test_days))
+    if args.model_uri:
+        from .forecasting.mlflow_store import load_forecaster
+
+        fitted = load_forecaster(args.model_uri, tracking_uri=_registry(args.tracking_uri).tracking_uri)
+    else:
+        fitted = forecaster(args.model).fit(train, seed=args.seed)
+    quantiles = [None] if args.quantile is None else [args.quantile]
+    rows = [backtest(fitted, train, test, quantile=q).to_dict() for q in quantiles]
+    report = {
+        "trace": str(args.trace),
+        "damping": args.damping,
+        "train_days": args.train_days,
+        "test_days": args.test_days,
+        **rows[0],
+    }
+    if args.json:
+        _print_json(report)
+    else:
+        _render_forecast_rows([report])
+    return 0
+
+
+def _render_forecast_rows(rows) -> None:
+    from rich.table import Table
+
+    table = Table(title="forecast backtest (decide every 10 s, peak of the next 20 s)")
+    for col in (
+        "model",
+        "quantile/margin",
+        "MAPE",
+        "RMSE",
+        "under-prediction",
+        "over-provisioning",
+        "fit s",
+        "predict us",
+    ):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        which = (
+            f"q{r['quantile']:g}"
+            if r.get("quantile")
+            else (f"+{r['margin']:.0%}" if r.get("margin") else "point")
+        )
+        table.add_row(
+            r["model"],
+            which,
+            f"{r['mape']:.1%}",
+            f"{r['rmse']:.2f}",
+            f"{r['under_prediction_rate']:.1%}",
+            f"{r['mean_over_provisioning']:+.1%}",
+            f"{r.get('fit_s', 0):.1f}",
+            f"{r.get('predict_us_per_decision', 0):.1f}",
+        )
+    _console().print(table)
+
+
+def cmd_forecast_compare(args) -> int:
+    from .forecasting.evaluation import compare
+    from .forecasting.sources import parse_days
+
+    series = _trace(args)
+    report = compare(
+        series,
+        train_days=parse_days(args.train_days),
+        test_days=parse_days(args.test_days),
+        seed=args.seed,
+        on_model=None if args.json else lambda m: print(f"fitting {m}", file=sys.stderr),
+    )
+    report.update({"trace": str(args.trace), "damping": args.damping})
+    if args.json:
+        _print_json(report)
+    else:
+        _render_forecast_rows(report["rows"])
+    return 0
+
+
+def cmd_forecast_train(args) -> int:
+    from .forecasting.backtest import backtest
+    from .forecasting.mlflow_store import log_forecaster
+    from .forecasting.registry import forecaster
+    from .forecasting.sources import days, parse_days
+    from .settings import load_settings
+
+    series = _trace(args)
+    train, test = days(series, *parse_days(args.train_days)), days(series, *parse_days(args.test_days))
+    fitted = forecaster(args.model).fit(train, seed=args.seed)
+    metrics = {}
+    for q in (None, 0.9, 0.95):
+        r = backtest(fitted, train, test, quantile=q)
+        tag = "point" if q is None else f"q{q:g}".replace(".", "")
+        metrics.update(
+            {
+                f"{tag}_mape": r.mape,
+                f"{tag}_under_prediction_rate": r.under_prediction_rate,
+                f"{tag}_mean_over_provisioning": r.mean_over_provisioning,
+            }
+        )
+    registry = _registry(args.tracking_uri)
+    run_id, version = log_forecaster(
+        fitted,
+        tracking_uri=registry.tracking_uri,
+        experiment=load_settings().mlflow.forecasts_experiment,
+        registered_name=args.registered_name,
+        metrics=metrics,
+        train_series=train,
+        tags={
+            "ipa.trace": str(args.trace),
+            "ipa.train_days": args.train_days,
+            "ipa.test_days": args.test_days,
+        },
+    )
+    out = {
+        "model": args.model,
+        "run_id": run_id,
+        "registered_model": args.registered_name,
+        "version": version,
+        "model_uri": f"models:/{args.registered_name}/{version}",
+        "fit_s": round(fitted.fit_s, 2),
+        "metrics": {k: round(v, 5) for k, v in metrics.items()},
+    }
+    if args.json:
+        _print_json(out)
+    else:
+        print(
+            f"registered {out['model_uri']} (run {run_id}); q0.95 under-prediction "
+            f"{metrics['q095_under_prediction_rate']:.1%}, "
+            f"over-provisioning {metrics['q095_mean_over_provisioning']:+.1%}"
+        )
+    return 0
+
+
 # ---- demo -------------------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from . import demo
@@ -368,6 +513,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="also write the profile as a profile file (JSON)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profile)
+
+    forecast = sub.add_parser("forecast", help="load forecasting").add_subparsers(
+        dest="forecast", required=True
+    )
+
+    def trace_args(p):
+        p.add_argument("--trace", required=True, help="per-second counts, one per line (.txt or .txt.gz)")
+        p.add_argument("--damping", type=float, default=8.0, help="divide every count by this (the paper: 8)")
+        p.add_argument("--train-days", default="0-9")
+        p.add_argument("--test-days", default="10-13")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--json", action="store_true")
+
+    from .forecasting.registry import FORECASTERS
+
+    p = forecast.add_parser("backtest", help="walk a trace at the paper's cadence and score one forecaster")
+    trace_args(p)
+    p.add_argument("--model", choices=list(FORECASTERS), default="lstm-quantile")
+    p.add_argument("--model-uri", help="backtest a registered forecaster instead of fitting one")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--quantile", type=float, help="score an upper quantile (e.g. 0.95) instead of the point")
+    p.set_defaults(func=cmd_forecast_backtest)
+
+    p = forecast.add_parser("compare", help="every forecaster, point and quantiles, on the same days")
+    trace_args(p)
+    p.set_defaults(func=cmd_forecast_compare)
+
+    p = forecast.add_parser("train", help="train a forecaster and register it in MLflow with its backtest")
+    trace_args(p)
+    p.add_argument("--model", choices=["lstm", "lstm-quantile"], default="lstm-quantile")
+    p.add_argument("--registered-name", default="ipa-load-forecaster")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(func=cmd_forecast_train)
 
     p = sub.add_parser("demo", help="the main job on embedded defaults")
     p.add_argument("--pipelines", default=str(REPO_PROFILES / "pipelines"))

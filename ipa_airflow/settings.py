@@ -21,6 +21,7 @@ class MlflowSettings:
     artifact_root: str  # where experiments created by us store artifacts
     profiles_experiment: str = "ipa-profiles"
     decisions_experiment: str = "ipa-decisions"
+    forecasts_experiment: str = "ipa-forecasters"
 
 
 @dataclass(frozen=True)

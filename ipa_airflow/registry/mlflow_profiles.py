@@ -195,8 +195,8 @@ class MlflowProfileRegistry:
         prefix = f"ipa.profile.{profile.hardware}.{tag_safe(profile.resources)}.{profile.dtype}"
         first = profile.points[0]
         tags = {
-            f"{prefix}.b1_p99_ms": f"{first.p99_ms:.2f}" if first.batch == 1 else "n/a",
-            f"{prefix}.best_throughput_rps": f"{max(p.throughput_rps for p in profile.points):.1f}",
+            f"{prefix}.b1_p99_ms": f"{first.p99_ms:.4g}" if first.batch == 1 else "n/a",
+            f"{prefix}.best_throughput_rps": f"{max(p.throughput_rps for p in profile.points):.5g}",
             f"{prefix}.run_id": run_id,
             f"{prefix}.staleness_key": key.digest,
             f"{prefix}.runtime": key.runtime,

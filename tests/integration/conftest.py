@@ -76,3 +76,96 @@ def mlflow_server(tmp_path_factory):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+class TraceExporter:
+    """Serves /metrics with a counter `ipa_requests_total` that replays a per-second trace in real time
+    (the counter advances by trace[i] during second i, cycling), as a pipeline's ingress would."""
+
+    def __init__(self, trace, clock=time.monotonic):
+        import itertools
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.trace = [float(x) for x in trace]
+        self.cum = [0.0, *itertools.accumulate(self.trace)]
+        self.clock = clock
+        self.t0 = clock()
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path.startswith("/garbage"):  # a server that answers, but not as Prometheus
+                    body, code = b"<html>maintenance</html>", 200
+                elif self.path == "/metrics":
+                    body, code = exporter.render().encode(), 200
+                else:
+                    body, code = b"not found", 404
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def count_at(self, elapsed: float) -> float:
+        n = len(self.trace)
+        cycles, rest = divmod(elapsed, n)
+        whole = int(rest)
+        return cycles * self.cum[-1] + self.cum[whole] + (rest - whole) * self.trace[whole]
+
+    def render(self) -> str:
+        value = self.count_at(self.clock() - self.t0)
+        return f'# TYPE ipa_requests_total counter\nipa_requests_total{{pipeline="video"}} {value}\n'
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory):
+    """The real Prometheus server (Debian package), scraping a trace-replaying exporter every second."""
+    import shutil
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus is not installed (make test installs Debian's package when run as root)")
+    exporter = TraceExporter([4, 8, 12, 8] * 5)
+    root = tmp_path_factory.mktemp("prometheus")
+    config = root / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - job_name: ipa\n    static_configs: [{{targets: ['127.0.0.1:{exporter.port}']}}]\n"
+    )
+    port = free_port()
+    log = root / "prometheus.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={root / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/-/ready", proc, 60, log)
+        yield url, exporter
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        exporter.close()

@@ -173,11 +173,16 @@ def test_a_pyfunc_model_is_profiled_through_predict(registered):
             return np.tanh(np.asarray(model_input, dtype=np.float32) @ np.ones((16, 4), np.float32))
 
     with mlflow.start_run():
-        mlflow.pyfunc.log_model(name="model", python_model=Scaler(),
-                                input_example=np.zeros((2, 16), np.float32), registered_model_name="scaler")
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Scaler(),
+            input_example=np.zeros((2, 16), np.float32),
+            registered_model_name="scaler",
+        )
     request = SweepRequest("ci-cpu", (1, 8), device="cpu")
-    result = profile_registered("models:/scaler/1", "scaler", request,
-                                settings=TimingSettings(min_iters=5, min_seconds=0.0))
+    result = profile_registered(
+        "models:/scaler/1", "scaler", request, settings=TimingSettings(min_iters=5, min_seconds=0.0)
+    )
     assert result.profile.task == "pyfunc"
     assert result.profile.measured_batches == [1, 8]
     assert result.key.model_ref == "models:/scaler/1"

@@ -1,0 +1,1 @@
+"""Load forecasting: where the request rate comes from, and what it will be in the next interval."""

@@ -1,0 +1,57 @@
+"""Backtesting a forecaster on a trace with the paper's cadence (decide every 10 s, horizon 20 s)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .base import FittedForecaster
+from .windows import samples
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    model: str
+    quantile: float | None
+    decisions: int
+    mape: float  # mean |forecast - actual| / actual
+    rmse: float
+    under_prediction_rate: float  # share of intervals whose true peak exceeded the forecast
+    mean_over_provisioning: float  # mean of forecast / actual - 1
+    fit_s: float
+    predict_us_per_decision: float
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def evaluate(forecasts: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    ok = actual > 0
+    f, a = forecasts[ok], actual[ok]
+    return {
+        "mape": float(np.mean(np.abs(f - a) / a)),
+        "rmse": float(np.sqrt(np.mean((forecasts - actual) ** 2))),
+        "under_prediction_rate": float(np.mean(actual > forecasts + 1e-9)),
+        "mean_over_provisioning": float(np.mean(f / a - 1)),
+    }
+
+
+def backtest(
+    fitted: FittedForecaster, history: np.ndarray, test: np.ndarray, *, quantile: float | None = None
+) -> BacktestResult:
+    """Decisions at every bin boundary of `test`; the window may reach back into `history`."""
+    series = np.concatenate([history[-fitted.window.history_s :], test])
+    X, y = samples(series, fitted.window, first_decision_s=min(len(history), fitted.window.history_s))
+    t0 = time.perf_counter()
+    f = fitted.predict(X) if quantile is None else fitted.quantile(X, quantile)
+    elapsed = time.perf_counter() - t0
+    return BacktestResult(
+        model=fitted.name,
+        quantile=quantile,
+        decisions=len(y),
+        fit_s=fitted.fit_s,
+        predict_us_per_decision=elapsed / max(len(y), 1) * 1e6,
+        **evaluate(f, y),
+    )

@@ -1,0 +1,173 @@
+"""The forecaster interface, after statsmodels: structure in the constructor, `fit(history)` returns an
+immutable fitted result that predicts points and upper quantiles.
+
+Upper quantiles come from the forecaster's own errors on held-out data: the ratio actual / predicted,
+grouped by predicted level (errors are relatively larger at low load), so the planner can provision for
+the 90th or 95th percentile of the next peak instead of a fixed margin.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .windows import WindowSpec, recent_bins, samples
+
+SCHEMA_VERSION = 1
+_LEVELS = 5  # groups of predicted level for the residual quantiles
+_CALIBRATION_SHARE = 0.1  # the last tenth of the training series calibrates the quantiles
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """The predicted load of the next interval: a point and upper quantiles, in requests per second."""
+
+    model: str
+    horizon_s: int
+    point: float
+    quantiles: Mapping[str, float]  # e.g. {"0.9": 11.2, "0.95": 12.8}
+    issued_at: str = ""
+    note: str = ""  # e.g. why a fallback was used
+    schema_version: int = SCHEMA_VERSION
+
+    def at(self, quantile: float | None) -> float:
+        """The load to plan for: the point, or an upper quantile."""
+        if quantile is None:
+            return self.point
+        key = f"{quantile:g}"
+        if key not in self.quantiles:
+            raise KeyError(f"forecast has quantiles {sorted(self.quantiles)}, not {key}")
+        return self.quantiles[key]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "horizon_s": self.horizon_s,
+            "point": self.point,
+            "quantiles": dict(self.quantiles),
+            "issued_at": self.issued_at,
+            "note": self.note,
+            "schema_version": self.schema_version,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Forecast:
+        if d.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise ValueError(f"forecast schema_version {d.get('schema_version')} is not supported")
+        return cls(**{**d, "quantiles": dict(d.get("quantiles", {}))})
+
+
+@dataclass(frozen=True)
+class ResidualQuantiles:
+    """Quantiles of actual / predicted, per group of predicted level."""
+
+    edges: np.ndarray  # upper edges of the level groups (last is +inf)
+    ratios: tuple[np.ndarray, ...]  # sorted ratios per group
+
+    @classmethod
+    def calibrate(cls, predicted: np.ndarray, actual: np.ndarray) -> ResidualQuantiles:
+        ok = predicted > 0
+        predicted, actual = predicted[ok], actual[ok]
+        if len(predicted) < _LEVELS * 20:
+            return cls(np.array([np.inf]), (np.sort(actual / predicted) if len(predicted) else np.ones(1),))
+        edges = np.quantile(predicted, np.linspace(0, 1, _LEVELS + 1)[1:-1])
+        edges = np.append(edges, np.inf)
+        group = np.searchsorted(edges, predicted, side="left")
+        ratios = tuple(np.sort(actual[group == g] / predicted[group == g]) for g in range(len(edges)))
+        return cls(edges, ratios)
+
+    def factor(self, predicted: np.ndarray, q: float) -> np.ndarray:
+        group = np.minimum(np.searchsorted(self.edges, predicted, side="left"), len(self.ratios) - 1)
+        per_group = np.array([np.quantile(r, q) if len(r) else 1.0 for r in self.ratios])
+        return np.maximum(per_group[group], 0.0)
+
+
+@dataclass(frozen=True)
+class QuantileHeads:
+    """A model that predicts quantiles itself, each conformally scaled on held-out data."""
+
+    levels: np.ndarray  # the quantile levels of the heads
+    fn: Callable[[np.ndarray], np.ndarray]  # (n, bins, 2) -> (n, len(levels))
+    corrections: np.ndarray  # multiplicative, per head
+
+    def predict(self, X: np.ndarray, q: float) -> np.ndarray | None:
+        hit = np.flatnonzero(np.isclose(self.levels, q))
+        if len(hit) == 0:
+            return None
+        return self.fn(X)[:, hit[0]] * self.corrections[hit[0]]
+
+
+@dataclass(frozen=True)
+class FittedForecaster:
+    name: str
+    window: WindowSpec
+    predict_fn: Callable[[np.ndarray], np.ndarray]  # (n, bins, 2) bin features -> (n,) points
+    residuals: ResidualQuantiles
+    params: Mapping[str, Any] = field(default_factory=dict)
+    fit_s: float = 0.0
+    heads: QuantileHeads | None = None
+    module: Any = None  # the trained torch module, for models that have one
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.maximum(self.predict_fn(np.asarray(X, dtype=float)), 0.0)
+
+    def quantile(self, X: np.ndarray, q: float) -> np.ndarray:
+        """An upper quantile of the next peak: the model's own head where it has one, else the point
+        scaled by the held-out residual quantile at its level."""
+        if self.heads is not None:
+            direct = self.heads.predict(np.asarray(X, dtype=float), q)
+            if direct is not None:
+                return np.maximum(direct, 0.0)
+        point = self.predict(X)
+        return point * self.residuals.factor(point, q)
+
+    def forecast(
+        self, recent: np.ndarray, *, quantiles=(0.9, 0.95), now: dt.datetime | None = None
+    ) -> Forecast:
+        """One decision from the last seconds of per-second rates (oldest first)."""
+        X = recent_bins(np.asarray(recent, dtype=float), self.window)
+        point = float(self.predict(X)[0])
+        qs = {f"{q:g}": float(self.quantile(X, q)[0]) for q in quantiles}
+        issued = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
+        return Forecast(self.name, self.window.horizon_s, point, qs, issued)
+
+
+class Forecaster(Protocol):
+    name: str
+    window: WindowSpec
+
+    def fit(self, series: np.ndarray, *, seed: int = 0) -> FittedForecaster: ...
+
+
+def fit_with_calibration(
+    name: str, window: WindowSpec, series: np.ndarray, fit_predict_fn
+) -> FittedForecaster:
+    """Fit on all but the last tenth of `series`, calibrate the quantiles on that tenth.
+
+    `fit_predict_fn(train)` returns (predict_fn, params) or (predict_fn, params, heads, module), where
+    heads is None or (levels, fn) for models that predict quantiles themselves.
+    """
+    t0 = time.perf_counter()
+    cut = int(len(series) * (1 - _CALIBRATION_SHARE))
+    cut -= cut % window.bin_s
+    fitted = fit_predict_fn(series[:cut])
+    predict_fn, params = fitted[0], fitted[1]
+    raw_heads, module = (fitted[2], fitted[3]) if len(fitted) > 2 else (None, None)
+    X, y = samples(series, window, first_decision_s=cut)
+    residuals = ResidualQuantiles.calibrate(np.maximum(predict_fn(X), 0.0), y)
+    heads = None
+    if raw_heads is not None:
+        levels, fn = raw_heads
+        out = np.maximum(fn(X), 1e-9)
+        # Split-conformal, multiplicative: scale each head so its held-out coverage equals its level.
+        corrections = np.array([np.quantile(y / out[:, i], q) for i, q in enumerate(levels)])
+        heads = QuantileHeads(np.asarray(levels), fn, corrections)
+        params = {**params, "conformal_corrections": [round(float(c), 4) for c in corrections]}
+    return FittedForecaster(
+        name, window, predict_fn, residuals, params, time.perf_counter() - t0, heads, module
+    )

@@ -1,0 +1,119 @@
+"""Load sources: per-second request counts from a trace file or from Prometheus.
+
+Both return a plain numpy array of requests per second, oldest first, so forecasters and backtests do
+not care where the numbers came from.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SECONDS_PER_DAY = 86_400
+
+
+class LoadSourceError(RuntimeError):
+    """The load could not be read; the message says from where and what to do."""
+
+
+def read_trace(path: str | Path, *, damping: float = 1.0) -> np.ndarray:
+    """One integer per line = requests in that second (.txt or .txt.gz), divided by `damping`."""
+    path = Path(path)
+    if damping <= 0:
+        raise ValueError(f"damping must be positive, got {damping}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt") as fh:
+            values = np.loadtxt(fh, dtype=np.float64, ndmin=1)
+    except OSError as exc:
+        raise LoadSourceError(f"cannot read trace {path}: {exc}") from None
+    except ValueError as exc:
+        raise LoadSourceError(f"trace {path} is not one number per line: {exc}") from None
+    if values.size == 0:
+        raise LoadSourceError(f"trace {path} is empty")
+    if (values < 0).any() or not np.isfinite(values).all():
+        raise LoadSourceError(f"trace {path} holds negative or non-finite counts")
+    return values / damping
+
+
+def days(series: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Days first..last (inclusive) of a per-second series."""
+    start, stop = first * SECONDS_PER_DAY, (last + 1) * SECONDS_PER_DAY
+    if stop > len(series):
+        raise ValueError(
+            f"the trace has {len(series) / SECONDS_PER_DAY:.1f} days; days {first}-{last} asked for"
+        )
+    return series[start:stop]
+
+
+def parse_days(text: str) -> tuple[int, int]:
+    """'0-9' -> (0, 9); '12' -> (12, 12)."""
+    try:
+        a, _, b = text.partition("-")
+        first, last = int(a), int(b or a)
+    except ValueError:
+        raise ValueError(f"days must look like '0-9' or '12', got '{text}'") from None
+    if first < 0 or last < first:
+        raise ValueError(f"days must look like '0-9' or '12', got '{text}'")
+    return first, last
+
+
+@dataclass(frozen=True)
+class PrometheusSource:
+    """The request rate of a pipeline over the Prometheus HTTP API (a range query at 1-s resolution)."""
+
+    url: str  # e.g. http://prometheus:9090
+    query: str = "sum(rate(ipa_requests_total[2s]))"
+    timeout_s: float = 10.0
+
+    def rates(self, *, end: float, window_s: int = 120, step_s: float = 1.0) -> np.ndarray:
+        """Per-second rates over the `window_s` seconds before `end` (unix time). Missing steps count as 0."""
+        params = {
+            "query": self.query,
+            "start": f"{end - window_s + step_s:.3f}",
+            "end": f"{end:.3f}",
+            "step": f"{step_s:g}",
+        }
+        url = f"{self.url.rstrip('/')}/api/v1/query_range?{urllib.parse.urlencode(params)}"
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode(errors="replace")
+            raise LoadSourceError(
+                f"Prometheus at {self.url} answered {exc.code} to `{self.query}`: {detail}"
+            ) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise LoadSourceError(f"cannot reach Prometheus at {self.url}: {exc}") from None
+        try:
+            doc = json.loads(body)
+            if doc.get("status") != "success":
+                raise LoadSourceError(f"Prometheus query `{self.query}` failed: {doc.get('error', doc)}")
+            result = doc["data"]["result"]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise LoadSourceError(
+                f"Prometheus at {self.url} answered something that is not a query result: {body[:200]!r}"
+            ) from None
+        n = int(round(window_s / step_s))
+        out = np.zeros(n)
+        if not result:
+            return out
+        if len(result) > 1:
+            raise LoadSourceError(
+                f"`{self.query}` returned {len(result)} series; aggregate it to one (sum(...))"
+            )
+        start = end - window_s + step_s
+        for ts, value in result[0]["values"]:
+            i = int(round((float(ts) - start) / step_s))
+            v = float(value)
+            if 0 <= i < n and math.isfinite(v):
+                out[i] = v
+        return out

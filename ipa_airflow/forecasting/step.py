@@ -1,0 +1,61 @@
+"""One forecasting step of the adaptation loop, with the fallbacks a controller needs.
+
+Prometheus down or answering garbage must not stop the pipeline from adapting: the step falls back to
+the last good forecast (while it is fresh) or to a reactive estimate from whatever rates it has, and the
+returned Forecast says so in `note`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from .base import FittedForecaster, Forecast
+from .sources import LoadSourceError
+
+log = logging.getLogger(__name__)
+
+
+def forecast_step(
+    read_rates: Callable[[], np.ndarray],
+    fitted: FittedForecaster,
+    *,
+    now: dt.datetime,
+    last_good: Forecast | None = None,
+    max_staleness_s: float = 60.0,
+    quantiles=(0.9, 0.95),
+) -> Forecast:
+    try:
+        rates = read_rates()
+    except LoadSourceError as exc:
+        if last_good is not None and last_good.issued_at:
+            age = (now - dt.datetime.fromisoformat(last_good.issued_at)).total_seconds()
+            if age <= max_staleness_s:
+                log.warning("load source failed (%s); reusing the forecast from %.0f s ago", exc, age)
+                return Forecast(
+                    last_good.model,
+                    last_good.horizon_s,
+                    last_good.point,
+                    dict(last_good.quantiles),
+                    last_good.issued_at,
+                    note=f"fallback: last good forecast ({age:.0f} s old); {exc}",
+                )
+        raise
+    if len(rates) == 0 or not np.isfinite(rates).all():
+        raise LoadSourceError("the load source returned no usable rates")
+    try:
+        return fitted.forecast(rates, quantiles=quantiles, now=now)
+    except Exception as exc:  # a broken model must not stop adaptation: react to the last bin instead
+        peak = float(np.max(rates[-fitted.window.bin_s :]))
+        log.warning("forecaster %s failed (%s); using the reactive estimate %.2f", fitted.name, exc, peak)
+        return Forecast(
+            "reactive",
+            fitted.window.horizon_s,
+            peak,
+            {f"{q:g}": peak for q in quantiles},
+            now.isoformat(timespec="seconds"),
+            note=f"fallback: reactive estimate; {exc}",
+        )
