@@ -410,6 +410,47 @@ def cmd_forecast_train(args) -> int:
     return 0
 
 
+# ---- reconcile --------------------------------------------------------------------------------------
+def cluster_backend(kind: str, *, kubeconfig: str | None = None, state_file: str | None = None):
+    if kind == "kubernetes":
+        from .cluster.kubernetes_backend import KubernetesBackend
+
+        return KubernetesBackend.from_config(kubeconfig=kubeconfig)
+    from .cluster.simulated import SimulatedBackend
+    from .settings import load_settings
+
+    return SimulatedBackend(state_file=state_file or load_settings().home / "cluster" / "simulated.json")
+
+
+def cmd_reconcile(args) -> int:
+    from .cluster.reconcile import reconcile
+
+    pipeline = load_pipeline(args.spec)
+    try:
+        the_plan = Plan.from_json(Path(args.plan).read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read plan {args.plan}: {exc.strerror}") from None
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{args.plan} is not a plan written by `ipa plan --out`: {exc}") from None
+    backend = cluster_backend(args.backend, kubeconfig=args.kubeconfig, state_file=args.state_file)
+    result = reconcile(the_plan, pipeline.spec, backend, dry_run=args.dry_run, base=Path(args.spec).parent)
+    if args.json:
+        _print_json(result.to_dict())
+    else:
+        from rich.table import Table
+
+        title = f"{result.pipeline}: plan {result.plan_id}" + (
+            " (dry run: nothing written)" if result.dry_run else ""
+        )
+        table = Table(title=title)
+        for col in ("stage", "deployment", "action", "outcome", "details"):
+            table.add_column(col)
+        for o in result.outcomes:
+            table.add_row(o.stage, o.name, o.action, o.status, o.message)
+        _console().print(table)
+    return 0 if result.ok else 1
+
+
 # ---- demo -------------------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from . import demo
@@ -546,6 +587,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registered-name", default="ipa-load-forecaster")
     p.add_argument("--tracking-uri")
     p.set_defaults(func=cmd_forecast_train)
+
+    p = sub.add_parser("reconcile", help="apply a plan to the cluster (or preview it with --dry-run)")
+    p.add_argument("spec")
+    p.add_argument("--plan", required=True, help="a plan written by `ipa plan --out`")
+    p.add_argument("--dry-run", action="store_true", help="diff and server-side validate, write nothing")
+    p.add_argument("--backend", choices=["simulated", "kubernetes"], default="simulated")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config or in-cluster)")
+    p.add_argument("--state-file", help="simulated backend: where its cluster state lives")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("demo", help="the main job on embedded defaults")
     p.add_argument("--pipelines", default=str(REPO_PROFILES / "pipelines"))

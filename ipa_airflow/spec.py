@@ -162,6 +162,24 @@ class Baselines(_Strict):
     rim_replicas: PositiveInt | dict[str, PositiveInt] = 2
 
 
+class DeploymentSettings(_Strict):
+    """How a stage runs on Kubernetes. `template` is a Deployment manifest the plan is rendered into
+    (inline or from `template_file`, relative to the spec); without one, MLServer's MLflow runtime."""
+
+    template: dict[str, Any] | None = None
+    template_file: str | None = None
+    image: str = "seldonio/mlserver:1.6.1-mlflow"
+    port: PositiveInt = 8080
+    rollout_deadline_s: Annotated[float, Field(gt=0)] = 600.0
+    force_conflicts: bool = False  # take over fields another field manager owns (e.g. an HPA's replicas)
+
+    @model_validator(mode="after")
+    def _one_template(self) -> DeploymentSettings:
+        if self.template is not None and self.template_file is not None:
+            raise ValueError("give either 'template' or 'template_file', not both")
+        return self
+
+
 class PipelineSpec(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: Name
@@ -176,6 +194,7 @@ class PipelineSpec(_Strict):
     )
     profiles: list[str] = Field(default_factory=list, description="profile files, relative to the spec")
     baselines: Baselines = Field(default_factory=Baselines)
+    deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
     stages: list[Stage] = Field(min_length=1)
 
     @model_validator(mode="after")

@@ -1,0 +1,173 @@
+"""Desired state: one Deployment per stage, rendered from the spec's template and the plan. Pure."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..plans import Plan, StagePlan
+from ..spec import PipelineSpec, SpecError, Variant
+
+FIELD_MANAGER = "ipa-airflow"
+LABEL_PIPELINE = "ipa.io/pipeline"
+LABEL_STAGE = "ipa.io/stage"
+ANN_PLAN = "ipa.io/plan-id"
+ANN_VARIANT = "ipa.io/variant"
+ANN_BATCH = "ipa.io/batch"
+ANN_SHAPE = "ipa.io/shape"
+
+
+class TemplateError(ValueError):
+    """A deployment template that cannot produce a valid Deployment; nothing was applied."""
+
+
+def deployment_name(pipeline: str, stage: str) -> str:
+    return f"{pipeline}-{stage}"[:63].rstrip("-")
+
+
+def default_template(spec: PipelineSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {},
+        "spec": {
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "model",
+                            "image": spec.deployment.image,
+                            "ports": [{"name": "http", "containerPort": spec.deployment.port}],
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def load_template(spec: PipelineSpec, base: Path | None = None) -> dict[str, Any]:
+    if spec.deployment.template is not None:
+        return copy.deepcopy(spec.deployment.template)
+    if spec.deployment.template_file is not None:
+        path = (base or Path.cwd()) / spec.deployment.template_file
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise SpecError(
+                str(path), [("deployment.template_file", f"cannot read the template: {exc}")]
+            ) from None
+        if not isinstance(loaded, dict):
+            raise SpecError(str(path), [("deployment.template_file", "the template is not a mapping")])
+        return loaded
+    return default_template(spec)
+
+
+def _set_env(container: dict[str, Any], values: dict[str, str]) -> None:
+    env = [e for e in container.get("env", []) if e.get("name") not in values]
+    env += [{"name": k, "value": v} for k, v in values.items()]
+    container["env"] = env
+
+
+def _resources(stage: StagePlan, variant: Variant) -> dict[str, Any]:
+    kind, _, amount = stage.resources.partition("=")
+    shape = next(
+        (s for s in variant.shapes if s.resources.key == stage.resources and s.hardware == stage.hardware),
+        None,
+    )
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if kind == "gpu":
+        limits["nvidia.com/gpu"] = amount
+        requests["nvidia.com/gpu"] = amount
+    else:
+        requests["cpu"] = limits["cpu"] = amount
+    if shape is not None and shape.resources.memory_gb:
+        requests["memory"] = limits["memory"] = f"{shape.resources.memory_gb:g}Gi"
+    return {"requests": requests, "limits": limits}
+
+
+def render_stage(
+    spec: PipelineSpec, plan: Plan, stage: StagePlan, template: dict[str, Any]
+) -> dict[str, Any]:
+    variant = next(v for v in spec.stage(stage.stage).variants if v.name == stage.variant)
+    name = deployment_name(spec.name, stage.stage)
+    selector = {LABEL_PIPELINE: spec.name, LABEL_STAGE: stage.stage}  # never changes between variants
+    d = copy.deepcopy(template)
+    d["apiVersion"], d["kind"] = "apps/v1", "Deployment"
+    meta = d.setdefault("metadata", {})
+    meta["name"], meta["namespace"] = name, spec.namespace
+    meta.setdefault("labels", {}).update({**selector, "app.kubernetes.io/managed-by": FIELD_MANAGER})
+    meta.setdefault("annotations", {}).update(
+        {
+            ANN_PLAN: plan.plan_id,
+            ANN_VARIANT: stage.variant,
+            ANN_BATCH: str(stage.batch),
+            ANN_SHAPE: f"{stage.hardware} {stage.resources} {stage.dtype}",
+        }
+    )
+    body = d.setdefault("spec", {})
+    body["replicas"] = stage.replicas
+    body["selector"] = {"matchLabels": dict(selector)}
+    body.setdefault(
+        "strategy", {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    )
+    pod = body.setdefault("template", {})
+    pod.setdefault("metadata", {}).setdefault("labels", {}).update({**selector, ANN_VARIANT: stage.variant})
+    containers = pod.setdefault("spec", {}).setdefault("containers", [])
+    if not containers:
+        raise TemplateError(f"deployment template for stage '{stage.stage}' has no container")
+    c = containers[0]
+    if variant.image:
+        c["image"] = variant.image
+    c.setdefault("image", spec.deployment.image)
+    _set_env(
+        c,
+        {
+            "MLSERVER_MODEL_NAME": stage.stage,
+            "MLSERVER_MODEL_URI": variant.model_uri or f"zoo:{variant.profile_model}",
+            "MLSERVER_MODEL_IMPLEMENTATION": "mlserver_mlflow.MLflowRuntime",
+            "MLSERVER_MODEL_MAX_BATCH_SIZE": str(stage.batch),
+            "MLSERVER_MODEL_MAX_BATCH_TIME": f"{stage.queue_s:.4f}",
+            "IPA_VARIANT": stage.variant,
+        },
+    )
+    c["resources"] = _resources(stage, variant)
+    # Ready only once the model is loaded, so a variant switch never routes traffic to an empty server.
+    c.setdefault(
+        "readinessProbe",
+        {
+            "httpGet": {"path": f"/v2/models/{stage.stage}/ready", "port": spec.deployment.port},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
+    )
+    return d
+
+
+def desired_state(plan: Plan, spec: PipelineSpec, *, base: Path | None = None) -> list[dict[str, Any]]:
+    """Every stage's Deployment for this plan, validated against the official schema."""
+    if plan.pipeline != spec.name:
+        raise ValueError(f"plan is for pipeline '{plan.pipeline}', the spec is '{spec.name}'")
+    template = load_template(spec, base)
+    manifests = [render_stage(spec, plan, s, template) for s in plan.stages]
+    for m in manifests:
+        validate_manifest(m)
+    return manifests
+
+
+def validate_manifest(manifest: dict[str, Any]) -> None:
+    import kubernetes_validate
+
+    try:
+        kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = ".".join(str(p) for p in exc.path)
+        raise TemplateError(
+            f"Deployment {manifest['metadata'].get('name')} is invalid at {path or '<root>'}: {exc.message}"
+        ) from None
