@@ -32,6 +32,19 @@ class IpaSettings:
     serving_runtime: str | None = field(default=None)
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+def default_specs_dir() -> Path:
+    return Path(os.environ.get("IPA_SPECS_DIR") or REPO / "profiles" / "pipelines")
+
+
+def default_trace() -> Path:
+    return Path(
+        os.environ.get("IPA_TRACE") or REPO / "data" / "traces" / "twitter_trace_rps_days00-13.txt.gz"
+    )
+
+
 def load_settings(*, tracking_uri: str | None = None, home: Path | None = None) -> IpaSettings:
     home = home or _home()
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"

@@ -21,4 +21,12 @@ def get_provider_info() -> dict:
         "description": "Adapts multi-model inference pipelines on Kubernetes to their load: "
         "profiles, forecasts, plans and reconciles.",
         "versions": [_version()],
+        "connection-types": [
+            {"hook-class-name": "ipa_airflow_provider.hooks.IpaMlflowHook", "connection-type": "ipa_mlflow"},
+            {
+                "hook-class-name": "ipa_airflow_provider.hooks.IpaPrometheusHook",
+                "connection-type": "ipa_prometheus",
+            },
+        ],
+        "plugins": [{"name": "ipa_airflow", "plugin-class": "ipa_airflow_provider.plugin.IpaAirflowPlugin"}],
     }

@@ -67,6 +67,19 @@ def parse_days(text: str) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class TraceReplay:
+    """A trace replayed as if live: unix time `origin` is second 0 of the trace, and it wraps around."""
+
+    series: np.ndarray
+    origin: float = 0.0
+
+    def rates(self, *, end: float, window_s: int = 120, step_s: float = 1.0) -> np.ndarray:
+        stop = int(end - self.origin) % len(self.series)
+        idx = np.arange(stop - window_s + 1, stop + 1) % len(self.series)
+        return self.series[idx]
+
+
+@dataclass(frozen=True)
 class PrometheusSource:
     """The request rate of a pipeline over the Prometheus HTTP API (a range query at 1-s resolution)."""
 

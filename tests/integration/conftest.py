@@ -64,7 +64,13 @@ def mlflow_server(tmp_path_factory):
             stdout=fh,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+            # Webhooks to our receiver on loopback over plain http are what the tests deliver.
+            env={
+                **os.environ,
+                "MLFLOW_TRACKING_URI": "",
+                "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+                "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            },
         )
     uri = f"http://127.0.0.1:{port}"
     try:

@@ -1,0 +1,69 @@
+"""ipa_adaptation: forecast -> plan -> reconcile -> record, for every pipeline spec in IPA_SPECS_DIR.
+
+Configuration (environment, read at parse time; no heavy work here):
+  IPA_SPECS_DIR             folder of pipeline specs (default: the repository's examples)
+  IPA_ADAPTATION_SCHEDULE   cron or '@continuous' (default: every minute)
+  IPA_LOAD_SOURCE           'prometheus' (connection ipa_prometheus_default) or 'trace' (the default)
+  IPA_TRACE                 the trace a 'trace' source replays
+  IPA_CLUSTER_BACKEND       'kubernetes' (connection kubernetes_default) or 'simulated' (the default)
+  IPA_PLAN_QUANTILE         which forecast quantile to provision for (default 0.95)
+A run's `trace_second` param replays a given second of the trace (the demo steps through a window).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pendulum
+from airflow.sdk import DAG, TaskGroup
+from ipa_airflow_provider.operators import (
+    IpaForecastOperator,
+    IpaPlanOperator,
+    IpaReconcileOperator,
+    IpaRecordDecisionOperator,
+)
+
+from ipa_airflow.settings import default_specs_dir, default_trace
+
+SCHEDULE = os.environ.get("IPA_ADAPTATION_SCHEDULE", "* * * * *")
+SOURCE = os.environ.get("IPA_LOAD_SOURCE", "trace")
+BACKEND = os.environ.get("IPA_CLUSTER_BACKEND", "simulated")
+QUANTILE = float(os.environ.get("IPA_PLAN_QUANTILE", "0.95"))
+
+with DAG(
+    dag_id="ipa_adaptation",
+    description="Adapt every pipeline to its predicted load: variant, batch size and replicas per stage",
+    schedule=None if SCHEDULE == "none" else SCHEDULE,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,  # one adaptation at a time: a run must see the cluster the last one left
+    params={"trace_second": None},
+    tags=["ipa"],
+) as dag:
+    for spec in sorted(default_specs_dir().glob("*.yaml")):
+        with TaskGroup(group_id=re.sub(r"[^a-zA-Z0-9_]", "_", spec.stem)):
+            forecast = IpaForecastOperator(
+                task_id="forecast",
+                source=SOURCE,
+                trace=str(default_trace()),
+                trace_second="{{ params.trace_second }}",
+            )
+            planned = IpaPlanOperator(
+                task_id="plan",
+                spec_path=str(spec),
+                forecast=forecast.output,
+                quantile=QUANTILE,
+                cluster_backend=BACKEND,
+            )
+            reconciled = IpaReconcileOperator(
+                task_id="reconcile", spec_path=str(spec), planned=planned.output, cluster_backend=BACKEND
+            )
+            record = IpaRecordDecisionOperator(
+                task_id="record",
+                spec_path=str(spec),
+                forecast=forecast.output,
+                planned=planned.output,
+                reconciled=reconciled.output,
+            )
+            forecast >> planned >> reconciled >> record

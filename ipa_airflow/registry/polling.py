@@ -1,0 +1,16 @@
+"""Finding registered model versions that have no profile on a hardware kind (for setups without webhooks)."""
+
+from __future__ import annotations
+
+
+def unprofiled_versions(registry, hardware: str, *, max_versions: int = 200) -> list[dict[str, str]]:
+    prefix = f"ipa.profile.{hardware}."
+    versions = registry._call(
+        "list model versions", registry.client.search_model_versions, "", max_results=max_versions
+    )
+    return [
+        {"name": v.name, "version": str(v.version)}
+        for v in versions
+        if not any(k.startswith(prefix) and k.endswith(".run_id") for k in (v.tags or {}))
+        and not v.name.startswith("ipa-")  # our own forecasters are not served by pipelines
+    ]

@@ -1,0 +1,87 @@
+"""Hooks: the only place that knows about Airflow connections.
+
+- IpaMlflowHook: an MLflow tracking server (conn type `ipa_mlflow`, host with scheme, port, optional
+  schema as a path). Without the connection it falls back to MLFLOW_TRACKING_URI or the embedded store.
+- IpaPrometheusHook: a Prometheus server (conn type `ipa_prometheus`).
+Kubernetes access goes through the cncf provider's KubernetesHook.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from airflow.sdk import BaseHook
+
+from ipa_airflow.settings import load_settings
+
+
+def _url(conn) -> str:
+    host = conn.host or "localhost"
+    if "://" not in host:
+        host = f"{conn.schema or 'http'}://{host}" if conn.schema in ("http", "https") else f"http://{host}"
+    port = f":{conn.port}" if conn.port else ""
+    return f"{host}{port}"
+
+
+class IpaMlflowHook(BaseHook):
+    conn_name_attr = "ipa_mlflow_conn_id"
+    default_conn_name = "ipa_mlflow_default"
+    conn_type = "ipa_mlflow"
+    hook_name = "IPA MLflow"
+
+    def __init__(self, ipa_mlflow_conn_id: str = default_conn_name):
+        super().__init__()
+        self.ipa_mlflow_conn_id = ipa_mlflow_conn_id
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            return _url(self.get_connection(self.ipa_mlflow_conn_id))
+        except AirflowNotFoundException:
+            return load_settings().mlflow.tracking_uri
+
+    def get_conn(self):
+        """The profile registry on this MLflow."""
+        from ipa_airflow.registry import MlflowProfileRegistry
+
+        settings = load_settings(tracking_uri=self.tracking_uri)
+        local = self.tracking_uri.startswith(("sqlite:", "file:"))
+        if self.tracking_uri.startswith("sqlite:"):
+            settings.home.mkdir(parents=True, exist_ok=True)
+        return MlflowProfileRegistry(
+            self.tracking_uri,
+            experiment=settings.mlflow.profiles_experiment,
+            artifact_root=settings.mlflow.artifact_root if local else None,
+        )
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict:
+        return {
+            "hidden_fields": ["login", "password", "extra"],
+            "placeholders": {"host": "http://mlflow.mlops.svc", "port": "5000"},
+        }
+
+
+class IpaPrometheusHook(BaseHook):
+    conn_name_attr = "ipa_prometheus_conn_id"
+    default_conn_name = "ipa_prometheus_default"
+    conn_type = "ipa_prometheus"
+    hook_name = "IPA Prometheus"
+
+    def __init__(self, ipa_prometheus_conn_id: str = default_conn_name):
+        super().__init__()
+        self.ipa_prometheus_conn_id = ipa_prometheus_conn_id
+
+    def get_conn(self, query: str):
+        from ipa_airflow.forecasting.sources import PrometheusSource
+
+        return PrometheusSource(_url(self.get_connection(self.ipa_prometheus_conn_id)), query)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict:
+        return {
+            "hidden_fields": ["login", "password", "schema", "extra"],
+            "placeholders": {"host": "http://prometheus.monitoring.svc", "port": "9090"},
+        }

@@ -1,0 +1,340 @@
+"""Operators: templated arguments in, one engine call, plain JSON out (through XCom).
+
+The adaptation step is four operators along the data-flow arrows (forecast, plan, reconcile, record);
+profiling is one operator in-process, or a pod on a GPU node (`gpu_profile_pod`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from .hooks import IpaMlflowHook, IpaPrometheusHook
+
+
+def cluster_backend(kind: str, *, kubernetes_conn_id: str | None = None, state_file: str | None = None):
+    """The cluster the plans go to: 'kubernetes' (through the cncf provider's connection) or 'simulated'."""
+    if kind == "kubernetes":
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        from ipa_airflow.cluster.kubernetes_backend import KubernetesBackend
+
+        return KubernetesBackend(
+            KubernetesHook(conn_id=kubernetes_conn_id or "kubernetes_default").get_conn()
+        )
+    if kind != "simulated":
+        raise ValueError(f"cluster_backend must be 'kubernetes' or 'simulated', not {kind!r}")
+    from ipa_airflow.cluster.simulated import SimulatedBackend
+    from ipa_airflow.settings import load_settings
+
+    return SimulatedBackend(
+        state_file=state_file or load_settings().home / "cluster" / "simulated.json",
+        startup_s=float(os.environ.get("IPA_SIMULATED_STARTUP_S", "0")),
+    )
+
+
+class _ClusterMixin:
+    def backend(self):
+        return cluster_backend(
+            self.cluster_backend,
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            state_file=self.simulated_state_file,
+        )
+
+
+class IpaForecastOperator(BaseOperator):
+    """Forecast the next interval's peak load: from Prometheus, or from a replayed trace (the demo)."""
+
+    template_fields: Sequence[str] = ("trace", "trace_second", "query")
+
+    def __init__(
+        self,
+        *,
+        source: str = "trace",
+        trace: str | None = None,
+        damping: float = 8.0,
+        trace_second: Any = None,
+        query: str = "sum(rate(ipa_requests_total[2s]))",
+        model: str = "exp-smoothing",
+        ipa_prometheus_conn_id: str = IpaPrometheusHook.default_conn_name,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.source, self.trace, self.damping, self.trace_second = source, trace, damping, trace_second
+        self.query, self.model, self.ipa_prometheus_conn_id = query, model, ipa_prometheus_conn_id
+
+    def execute(self, context) -> dict[str, Any]:
+        import datetime as dt
+
+        from ipa_airflow.adaptation import forecast_from_trace
+        from ipa_airflow.forecasting.registry import forecaster
+        from ipa_airflow.forecasting.step import forecast_step
+
+        now = dt.datetime.now(dt.UTC)
+        if self.source == "trace":
+            if not self.trace:
+                raise ValueError("source='trace' needs trace= (a per-second count file)")
+            # Checked after templating: the second of the trace this run stands for.
+            second = (
+                int(self.trace_second)
+                if self.trace_second not in (None, "", "None")
+                else int(context["logical_date"].timestamp())
+            )
+            return forecast_from_trace(
+                self.trace, damping=self.damping, second=second, model=self.model, now=now
+            )
+        if self.source != "prometheus":
+            raise ValueError(f"source must be 'trace' or 'prometheus', not {self.source!r}")
+        source = IpaPrometheusHook(self.ipa_prometheus_conn_id).get_conn(self.query)
+        history = source.rates(end=now.timestamp(), window_s=3600)
+        fitted = forecaster(self.model).fit(history)
+        return forecast_step(
+            lambda: source.rates(end=now.timestamp(), window_s=120), fitted, now=now
+        ).to_dict()
+
+
+class IpaPlanOperator(_ClusterMixin, BaseOperator):
+    """Solve the program for the forecast; say whether it differs from what the cluster runs."""
+
+    template_fields: Sequence[str] = ("spec_path", "forecast", "policy")
+
+    def __init__(
+        self,
+        *,
+        spec_path: str,
+        forecast: Any,
+        quantile: float | None = 0.95,
+        policy: str = "ipa",
+        cluster_backend: str = "simulated",
+        kubernetes_conn_id: str | None = None,
+        simulated_state_file: str | None = None,
+        ipa_mlflow_conn_id: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.spec_path, self.forecast, self.quantile, self.policy = spec_path, forecast, quantile, policy
+        self.cluster_backend, self.kubernetes_conn_id = cluster_backend, kubernetes_conn_id
+        self.simulated_state_file, self.ipa_mlflow_conn_id = simulated_state_file, ipa_mlflow_conn_id
+
+    def execute(self, context) -> dict[str, Any]:
+        from ipa_airflow.adaptation import current_plan_id, plan_step
+
+        registry = IpaMlflowHook(self.ipa_mlflow_conn_id).get_conn() if self.ipa_mlflow_conn_id else None
+        plan = plan_step(
+            self.spec_path, self.forecast, quantile=self.quantile, policy=self.policy, registry=registry
+        )
+        previous = current_plan_id(self.spec_path, self.backend())
+        self.log.info(
+            "plan %s (running: %s): %s", plan["plan_id"], previous, plan.get("message") or "feasible"
+        )
+        return {"plan": plan, "previous_plan_id": previous, "changed": plan["plan_id"] != previous}
+
+
+class IpaReconcileOperator(_ClusterMixin, BaseOperator):
+    """Apply the plan to the cluster; skipped when it is what the cluster already runs."""
+
+    template_fields: Sequence[str] = ("spec_path", "planned")
+
+    def __init__(
+        self,
+        *,
+        spec_path: str,
+        planned: Any,
+        dry_run: bool = False,
+        cluster_backend: str = "simulated",
+        kubernetes_conn_id: str | None = None,
+        simulated_state_file: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.spec_path, self.planned, self.dry_run = spec_path, planned, dry_run
+        self.cluster_backend, self.kubernetes_conn_id = cluster_backend, kubernetes_conn_id
+        self.simulated_state_file = simulated_state_file
+
+    def execute(self, context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+        from ipa_airflow.adaptation import reconcile_step
+
+        if not self.planned["changed"]:
+            raise AirflowSkipException(f"plan {self.planned['plan']['plan_id']} is already running")
+        result = reconcile_step(self.spec_path, self.planned["plan"], self.backend(), dry_run=self.dry_run)
+        for o in result["stages"]:
+            self.log.info("%s: %s %s %s", o["stage"], o["action"], o["status"], o["message"])
+        if not result["ok"]:
+            raise AirflowException(
+                f"reconcile did not complete: {[(o['stage'], o['status']) for o in result['stages']]}"
+            )
+        return result
+
+
+class IpaRecordDecisionOperator(BaseOperator):
+    """Write the decision (forecast, plan, objective terms, what changed and why) to MLflow."""
+
+    template_fields: Sequence[str] = ("spec_path", "forecast", "planned", "reconciled")
+
+    def __init__(
+        self,
+        *,
+        spec_path: str,
+        forecast: Any,
+        planned: Any,
+        reconciled: Any = None,
+        ipa_mlflow_conn_id: str = IpaMlflowHook.default_conn_name,
+        **kwargs,
+    ):
+        kwargs.setdefault("trigger_rule", "none_failed")  # also after a skipped reconcile
+        super().__init__(**kwargs)
+        self.spec_path, self.forecast, self.planned, self.reconciled = (
+            spec_path,
+            forecast,
+            planned,
+            reconciled,
+        )
+        self.ipa_mlflow_conn_id = ipa_mlflow_conn_id
+
+    def execute(self, context) -> dict[str, Any]:
+        from ipa_airflow.adaptation import decision
+        from ipa_airflow.decisions import log_decision
+        from ipa_airflow.settings import load_settings
+
+        record = decision(
+            self.spec_path,
+            self.forecast,
+            self.planned["plan"],
+            self.planned["previous_plan_id"],
+            self.reconciled if isinstance(self.reconciled, dict) else None,
+        )
+        registry = IpaMlflowHook(self.ipa_mlflow_conn_id).get_conn()
+        settings = load_settings(tracking_uri=registry.tracking_uri)
+        run_id = log_decision(
+            record,
+            tracking_uri=registry.tracking_uri,
+            experiment=settings.mlflow.decisions_experiment,
+            artifact_root=registry.artifact_root,
+        )
+        self.log.info("decision %s: %s", run_id, record.why)
+        return {"run_id": run_id, "why": record.why, "changed": record.changed}
+
+
+class IpaProfileOperator(BaseOperator):
+    """Profile a registered model version (or a zoo model) in-process on this worker; log it to MLflow."""
+
+    template_fields: Sequence[str] = ("model_uri", "zoo", "hardware", "batch_sizes")
+
+    def __init__(
+        self,
+        *,
+        model_uri: str | None = None,
+        zoo: str | None = None,
+        hardware: str,
+        batch_sizes: str = "1,2,4,8",
+        device: str = "cpu",
+        threads: int = 1,
+        dtype: str = "fp32",
+        ipa_mlflow_conn_id: str = IpaMlflowHook.default_conn_name,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.model_uri, self.zoo, self.hardware, self.batch_sizes = model_uri, zoo, hardware, batch_sizes
+        self.device, self.threads, self.dtype, self.ipa_mlflow_conn_id = (
+            device,
+            threads,
+            dtype,
+            ipa_mlflow_conn_id,
+        )
+
+    def execute(self, context) -> dict[str, Any]:
+        from ipa_airflow.profiling.sweep import (
+            SweepRequest,
+            parse_batch_sizes,
+            profile_registered,
+            profile_zoo,
+        )
+
+        if bool(self.model_uri) == bool(self.zoo):
+            raise ValueError("give exactly one of model_uri or zoo")
+        registry = IpaMlflowHook(self.ipa_mlflow_conn_id).get_conn()
+        request = SweepRequest(
+            self.hardware, parse_batch_sizes(str(self.batch_sizes)), self.device, self.threads, self.dtype
+        )
+        done = [0]
+
+        def progress(timing):
+            done[0] += 1
+            self.log.info(
+                "batch %d: p50 %.2f ms, p99 %.2f ms (%d/%d)",
+                timing.batch,
+                timing.p50_ms,
+                timing.p99_ms,
+                done[0],
+                len(request.batch_sizes),
+            )
+
+        if self.model_uri:
+            ref, name, version = registry.resolve_model_ref(self.model_uri)
+            result = profile_registered(ref, name, request, on_cell=progress)
+        else:
+            result = profile_zoo(self.zoo, request, on_cell=progress)
+        run_id = registry.log_profile(
+            result.profile, result.key, params={"device": self.device, "threads": self.threads}
+        )
+        if self.model_uri:
+            registry.tag_model_version(name, version, result.profile, result.key, run_id)
+        return {
+            "run_id": run_id,
+            "profile_id": result.profile.id,
+            "staleness_key": result.key.digest,
+            "b1_p99_ms": result.profile.points[0].p99_ms,
+        }
+
+
+def gpu_profile_pod(
+    *,
+    task_id: str,
+    model_uri: str,
+    hardware: str,
+    image: str = "ipa-airflow-profiler:latest",
+    namespace: str = "ipa-profiling",
+    node_selector: dict[str, str] | None = None,
+    batch_sizes: str = "1,2,4,8,16,32,64",
+    dtype: str = "fp16",
+    mlflow_tracking_uri: str = "http://mlflow.mlops.svc:5000",
+    kubernetes_conn_id: str = "kubernetes_default",
+    **kwargs,
+):
+    """Profile on a GPU node: a pod from the profiler image (docker/profiler) running `ipa profile`."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import models as k8s
+
+    return KubernetesPodOperator(
+        task_id=task_id,
+        name=f"ipa-profile-{hardware}",
+        namespace=namespace,
+        image=image,
+        cmds=["ipa"],
+        arguments=[
+            "profile",
+            "--model-uri",
+            model_uri,
+            "--device",
+            "cuda",
+            "--hardware",
+            hardware,
+            "--batch-sizes",
+            batch_sizes,
+            "--dtype",
+            dtype,
+            "--tracking-uri",
+            mlflow_tracking_uri,
+            "--json",
+        ],
+        node_selector=node_selector or {"nvidia.com/gpu.present": "true"},
+        container_resources=k8s.V1ResourceRequirements(limits={"nvidia.com/gpu": "1"}),
+        kubernetes_conn_id=kubernetes_conn_id,
+        get_logs=True,
+        **kwargs,
+    )
