@@ -451,6 +451,89 @@ def cmd_reconcile(args) -> int:
     return 0 if result.ok else 1
 
 
+# ---- simulate ---------------------------------------------------------------------------------------
+def cmd_simulate(args) -> int:
+    from .forecasting.sources import read_trace
+    from .settings import default_trace
+    from .simulation import evaluation as ev
+
+    trace = read_trace(args.trace or default_trace(), damping=args.damping)
+    if args.target == "patterns":
+        found = ev.test_patterns(trace)
+        if args.json:
+            _print_json({k: v.to_dict() for k, v in found.items()})
+        else:
+            for p in found.values():
+                print(
+                    f"{p.name:12s} pieces {list(p.pieces)}  mean {p.mean_rps:.1f}  10-s min {p.min_rps:.1f}  "
+                    f"max {p.max_rps:.1f} req/s"
+                )
+        return 0
+    say = (lambda m: print(m, file=sys.stderr)) if not args.json else None
+    if say:
+        say(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
+    fitted = ev.fit_forecaster(trace, model=args.forecaster, seed=args.seed)
+    if args.target == "evaluate":
+        specs = [str(p) for p in sorted(Path(args.pipelines).glob("*.yaml"))]
+        report = ev.evaluate(
+            specs,
+            trace,
+            Path(args.out),
+            seed=args.seed,
+            fitted=fitted,
+            progress=say,
+            policies=args.policies.split(","),
+        )
+        if args.json:
+            _print_json(report)
+        else:
+            print((Path(args.out) / "evaluation.md").read_text())
+            print(f"report, JSON and plots in {args.out}")
+        return 0
+    if args.pattern:
+        pieces = ev.test_patterns(trace)[args.pattern].pieces
+    elif args.start is not None:
+        pieces = ((args.start, args.duration),)
+    else:
+        raise ValueError("give --pattern NAME or --start SECOND (with --duration)")
+    results = {}
+    for policy in args.policy.split(","):
+        results[policy] = ev.run_case(args.target, trace, pieces, policy, fitted=fitted, seed=args.seed)
+    if args.plot:
+        ev.plot_case(results, f"{Path(args.target).stem}: {args.pattern or pieces}", Path(args.plot))
+    summaries = [r.summary() for r in results.values()]
+    if args.json:
+        _print_json(summaries if len(summaries) > 1 else summaries[0])
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"{Path(args.target).stem}, {args.pattern or pieces}")
+        for col in (
+            "policy",
+            "SLA violations",
+            "p99 s",
+            "accuracy",
+            "cost",
+            "reconfigs",
+            "sim s",
+            "solver s",
+        ):
+            table.add_column(col, justify="left" if col == "policy" else "right")
+        for s in summaries:
+            table.add_row(
+                s["policy"],
+                f"{s['sla_violation_rate']:.2%}",
+                str(s["p99_latency_s"]),
+                f"{s['mean_accuracy']:.4f}",
+                f"{s['mean_cost']:.2f}",
+                str(s["reconfigurations"]),
+                f"{s['wall_s']:.2f}",
+                f"{s['solver_s']:.3f}",
+            )
+        _console().print(table)
+    return 0
+
+
 # ---- demo -------------------------------------------------------------------------------------------
 def cmd_demo(args) -> int:
     from . import demo
@@ -597,6 +680,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-file", help="simulated backend: where its cluster state lives")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser(
+        "simulate",
+        help="replay a trace through a pipeline under adaptation policies",
+        description="ipa simulate SPEC --pattern NAME | ipa simulate patterns | ipa simulate evaluate",
+    )
+    p.add_argument("target", help="a pipeline spec, or 'patterns', or 'evaluate'")
+    p.add_argument("--trace", help="per-second counts (default: the shipped Twitter trace)")
+    p.add_argument("--damping", type=float, default=8.0)
+    p.add_argument("--pattern", choices=["bursty", "steady-low", "steady-high", "fluctuating"])
+    p.add_argument("--start", type=int, help="first second of the window")
+    p.add_argument("--duration", type=int, default=1200)
+    p.add_argument("--policy", default="ipa", help="ipa, fa2-low, fa2-high, rim, hpa (comma-separated)")
+    p.add_argument("--policies", default="ipa,fa2-low,fa2-high,rim,hpa", help="evaluate: the policies")
+    p.add_argument("--forecaster", default="lstm-quantile")
+    p.add_argument("--pipelines", default=str(REPO_PROFILES / "pipelines"), help="evaluate: folder of specs")
+    p.add_argument("--out", default="reports/simulation", help="evaluate: report folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", help="write a PNG of load, accuracy, cost and p99 over time")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="the main job on embedded defaults")
     p.add_argument("--pipelines", default=str(REPO_PROFILES / "pipelines"))

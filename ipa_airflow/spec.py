@@ -139,6 +139,9 @@ class Limits(_Strict):
     max_batch: PositiveInt = 64
     max_replicas: PositiveInt = 100
     max_cost: Annotated[float, Field(gt=0)] | None = None
+    # Replicas are planned so that load / capacity stays at or under this: queues grow without bound as
+    # utilisation nears 1, which the paper's n * h >= load ignores. 1.0 is the paper's program.
+    max_utilisation: Annotated[float, Field(gt=0, le=1)] = 1.0
 
     @field_validator("batch_sizes")
     @classmethod

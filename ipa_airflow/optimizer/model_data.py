@@ -126,7 +126,7 @@ class ModelData:
                             throughput_rps=h,
                             accuracy=scores[variant.name],
                             unit_cost=unit_cost,
-                            replicas=_replicas_for(load_rps, h),
+                            replicas=_replicas_for(load_rps, h * spec.limits.max_utilisation),
                         )
                         (feasible if option.replicas <= spec.limits.max_replicas else too_slow).append(option)
             stages.append(StageData(stage.name, tuple(feasible), tuple(too_slow)))

@@ -1,0 +1,1 @@
+"""Trace-driven simulation of a pipeline chain under an adaptation policy."""
