@@ -38,6 +38,14 @@ def wait_http(url: str, proc: subprocess.Popen, timeout_s: float, log: Path) -> 
     raise RuntimeError(f"{url} did not answer within {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` with a SQLite backend and a local artifact store."""
@@ -77,11 +85,7 @@ def mlflow_server(tmp_path_factory):
         wait_http(f"{uri}/health", proc, 120, log)
         yield uri
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 class TraceExporter:
@@ -169,9 +173,5 @@ def prometheus(tmp_path_factory):
         wait_http(f"{url}/-/ready", proc, 60, log)
         yield url, exporter
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         exporter.close()

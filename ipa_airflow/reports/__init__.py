@@ -1,0 +1,1 @@
+"""Reports: plots and tables that read results and never compute decisions."""

@@ -1,0 +1,77 @@
+"""Operators and sensors that need no DAG run: the GPU profiling pod and the rollout sensor/trigger."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ipa_airflow.cluster.reconcile import reconcile
+from ipa_airflow.cluster.simulated import SimulatedBackend
+from ipa_airflow.optimizer import plan
+from ipa_airflow.pipelines import load_pipeline
+from tests.conftest import PIPELINES
+
+pytestmark = pytest.mark.slow
+
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+def test_gpu_profile_pod_asks_for_a_gpu_node(tmp_path):
+    from ipa_airflow_provider.operators import gpu_profile_pod
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(KUBECONFIG)  # the pod is only built, never sent
+    op = gpu_profile_pod(
+        task_id="profile_h100",
+        model_uri="models:/detector/3",
+        hardware="h100",
+        config_file=str(kubeconfig),
+        in_cluster=False,
+    )
+    pod = op.build_pod_request_obj()
+    container = pod.spec.containers[0]
+    assert container.command == ["ipa"]
+    assert container.args[:3] == ["profile", "--model-uri", "models:/detector/3"]
+    assert "--device" in container.args and container.args[container.args.index("--device") + 1] == "cuda"
+    assert container.resources.limits["nvidia.com/gpu"] == "1"
+    assert pod.spec.node_selector == {"nvidia.com/gpu.present": "true"}
+
+
+def test_rollout_sensor_and_trigger_follow_the_cluster(tmp_path):
+    from ipa_airflow_provider.sensors import IpaRolloutSensor
+    from ipa_airflow_provider.triggers import IpaRolloutTrigger
+
+    video = load_pipeline(PIPELINES / "video-gpu.yaml")
+    state = tmp_path / "cluster.json"
+    clock = [1000.0]
+    backend = SimulatedBackend(clock=lambda: clock[0], startup_s=0.0, state_file=state)
+    p = plan(video.spec, video.profiles, 100)
+    assert reconcile(p, video.spec, backend, clock=lambda: clock[0], sleep=lambda s: None).ok
+    names = ["video-gpu-detect", "video-gpu-classify"]
+    sensor = IpaRolloutSensor(
+        task_id="wait", namespace="default", names=names, simulated_state_file=str(state)
+    )
+    assert sensor.poke({}) is True
+    trigger = IpaRolloutTrigger(
+        namespace="default", names=names, simulated_state_file=str(state), poll_s=0.01
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "ipa_airflow_provider.triggers.IpaRolloutTrigger" and kwargs["names"] == names
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+
+    assert asyncio.run(first_event())["status"] == "success"
+    missing = IpaRolloutSensor(
+        task_id="w2", namespace="default", names=["nope"], simulated_state_file=str(state)
+    )
+    assert missing.poke({}) is False
