@@ -19,11 +19,17 @@ def compare(ours: ProfileSet, reference: ProfileSet) -> dict[str, Any]:
         for b in p.measured_batches:
             if b in r.measured_batches:
                 ours_ms, ref_ms = p.latency_ms(b, "p50"), r.latency_ms(b, "p50")
-                rows.append({
-                    "model": p.model, "dtype": p.dtype, "resources": p.resources, "batch": b,
-                    "p50_ms": round(ours_ms, 3), "reference_p50_ms": round(ref_ms, 3),
-                    "ratio": round(ours_ms / ref_ms, 3),
-                })
+                rows.append(
+                    {
+                        "model": p.model,
+                        "dtype": p.dtype,
+                        "resources": p.resources,
+                        "batch": b,
+                        "p50_ms": round(ours_ms, 3),
+                        "reference_p50_ms": round(ref_ms, 3),
+                        "ratio": round(ours_ms / ref_ms, 3),
+                    }
+                )
     ratios = [r["ratio"] for r in rows]
     return {
         "rows": rows,

@@ -20,8 +20,13 @@ def plot_profile(profile: Profile, path: str | Path) -> Path:
         ax_lat.plot(batches, [profile.latency_ms(b, pct) for b in batches], style, label=pct)
     grid = np.linspace(min(batches), max(batches), 100)
     curve = profile.curve("p99")
-    ax_lat.plot(grid, [curve(b) for b in grid], ":", color="grey",
-                label=f"p99 fit (max err {curve.max_rel_error:.0%})")
+    ax_lat.plot(
+        grid,
+        [curve(b) for b in grid],
+        ":",
+        color="grey",
+        label=f"p99 fit (max err {curve.max_rel_error:.0%})",
+    )
     ax_lat.set_xlabel("batch size")
     ax_lat.set_ylabel("latency of one batch (ms)")
     ax_lat.set_xscale("log", base=2)
