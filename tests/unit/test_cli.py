@@ -78,3 +78,12 @@ def test_bench_solver_small_grid(capsys, accuracy):
     assert len(report["grid"]) == 9
     assert report["brute_force_checked"] == 9 * 5  # every point of this small grid is enumerable
     assert report["mismatches"] == 0
+
+
+def test_demo_plans_every_example_pipeline_under_every_policy(capsys):
+    assert main(["demo", "--json"]) == 0
+    plans = json.loads(capsys.readouterr().out)
+    pipelines = {p["pipeline"] for p in plans}
+    assert pipelines == {"video-cpu", "video-gpu", "video-3stage-gpu"}
+    assert {p["policy"] for p in plans} == {"ipa", "fa2-low", "fa2-high", "rim"}
+    assert all(p["stages"] for p in plans)
