@@ -31,7 +31,7 @@ test: lint services
 	$(BIN)/python -m pytest
 
 demo: venv
-	$(BIN)/ipa demo
+	$(BIN)/ipa demo --end-to-end
 
 bench: venv
 	$(BIN)/ipa bench solver --json

@@ -287,10 +287,11 @@ class Simulator:
         lat_or_inf = np.where(done, latency, np.inf)
         order = np.argsort(sec, kind="stable")
         bounds = np.searchsorted(sec[order], np.arange(seconds + 1))
-        for t in range(seconds):
-            chunk = lat_or_inf[order[bounds[t] : bounds[t + 1]]]
-            if len(chunk):
-                p99[t] = np.percentile(chunk, 99)
+        with np.errstate(invalid="ignore"):  # dropped requests count as infinitely late
+            for t in range(seconds):
+                chunk = lat_or_inf[order[bounds[t] : bounds[t + 1]]]
+                if len(chunk):
+                    p99[t] = np.percentile(chunk, 99)
         wall = time.perf_counter() - t_start
         return SimResult(
             policy=self.policy.name,
