@@ -161,19 +161,9 @@ def cmd_bench_solver(args) -> int:
 
 # ---- profile ----------------------------------------------------------------------------------------
 def _registry(tracking_uri: str | None):
-    from .registry import MlflowProfileRegistry
-    from .settings import load_settings
+    from .registry import registry_for
 
-    settings = load_settings(tracking_uri=tracking_uri)
-    uri = settings.mlflow.tracking_uri
-    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
-    if uri.startswith("sqlite:"):
-        settings.home.mkdir(parents=True, exist_ok=True)
-    return MlflowProfileRegistry(
-        uri,
-        experiment=settings.mlflow.profiles_experiment,
-        artifact_root=settings.mlflow.artifact_root if local else None,
-    )
+    return registry_for(tracking_uri)
 
 
 def _hardware_slug(device_name: str) -> str:
@@ -416,10 +406,9 @@ def cluster_backend(kind: str, *, kubeconfig: str | None = None, state_file: str
         from .cluster.kubernetes_backend import KubernetesBackend
 
         return KubernetesBackend.from_config(kubeconfig=kubeconfig)
-    from .cluster.simulated import SimulatedBackend
-    from .settings import load_settings
+    from .cluster.simulated import simulated_cluster
 
-    return SimulatedBackend(state_file=state_file or load_settings().home / "cluster" / "simulated.json")
+    return simulated_cluster(state_file)
 
 
 def cmd_reconcile(args) -> int:

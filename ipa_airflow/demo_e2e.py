@@ -65,13 +65,11 @@ def run(home: Path, console) -> dict:
     console.rule("1. profile zoo variants on CPU into MLflow")
     from .profiling.sweep import SweepRequest, profile_registered
     from .profiling.timing import TimingSettings
-    from .registry import MlflowProfileRegistry
+    from .registry import registry_for
     from .settings import load_settings
 
     settings = load_settings()
-    registry = MlflowProfileRegistry(
-        settings.mlflow.tracking_uri, artifact_root=settings.mlflow.artifact_root
-    )
+    registry = registry_for(settings.mlflow.tracking_uri)
     fast = TimingSettings(min_iters=10, min_seconds=0.5, max_seconds=5)
     version = _register("resnet18", console)
     ref, name, _ = registry.resolve_model_ref(f"models:/{DEMO_MODEL}/{version}")

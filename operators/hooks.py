@@ -44,17 +44,9 @@ class IpaMlflowHook(BaseHook):
 
     def get_conn(self):
         """The profile registry on this MLflow."""
-        from ipa_airflow.registry import MlflowProfileRegistry
+        from ipa_airflow.registry import registry_for
 
-        settings = load_settings(tracking_uri=self.tracking_uri)
-        local = self.tracking_uri.startswith(("sqlite:", "file:"))
-        if self.tracking_uri.startswith("sqlite:"):
-            settings.home.mkdir(parents=True, exist_ok=True)
-        return MlflowProfileRegistry(
-            self.tracking_uri,
-            experiment=settings.mlflow.profiles_experiment,
-            artifact_root=settings.mlflow.artifact_root if local else None,
-        )
+        return registry_for(self.tracking_uri)
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict:

@@ -27,13 +27,9 @@ def cluster_backend(kind: str, *, kubernetes_conn_id: str | None = None, state_f
         )
     if kind != "simulated":
         raise ValueError(f"cluster_backend must be 'kubernetes' or 'simulated', not {kind!r}")
-    from ipa_airflow.cluster.simulated import SimulatedBackend
-    from ipa_airflow.settings import load_settings
+    from ipa_airflow.cluster.simulated import simulated_cluster
 
-    return SimulatedBackend(
-        state_file=state_file or load_settings().home / "cluster" / "simulated.json",
-        startup_s=float(os.environ.get("IPA_SIMULATED_STARTUP_S", "0")),
-    )
+    return simulated_cluster(state_file, startup_s=float(os.environ.get("IPA_SIMULATED_STARTUP_S", "0")))
 
 
 class _ClusterMixin:

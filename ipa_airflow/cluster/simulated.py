@@ -99,3 +99,12 @@ class SimulatedBackend:
             # Make-before-break: the old pods keep serving while new ones start.
             status["observedGeneration"] = obj["metadata"]["generation"]
             status["updatedReplicas"] = 0
+
+
+def simulated_cluster(state_file: str | Path | None = None, *, startup_s: float = 10.0) -> SimulatedBackend:
+    """The simulated cluster that outlives a process: state under IPA_HOME unless a file is given."""
+    from ..settings import load_settings
+
+    return SimulatedBackend(
+        state_file=state_file or load_settings().home / "cluster" / "simulated.json", startup_s=startup_s
+    )

@@ -140,9 +140,9 @@ def add_pas_product(prob, data, x, options) -> pulp.LpAffineExpression:
     return prev
 
 
-def build_model(data: ModelData) -> MilpModel:
+def build_model(data: ModelData, options: dict[str, list[Option]] | None = None) -> MilpModel:
     """The whole program, one named constraint family at a time."""
-    options = _usable_options(data)
+    options = options if options is not None else _usable_options(data)
     prob = pulp.LpProblem(f"ipa_{_name(data.pipeline)}", pulp.LpMaximize)
     x, n = {}, {}
     for k, (s, opts) in enumerate(options.items()):
@@ -175,10 +175,11 @@ def _solver(time_limit_s: float | None):
 
 def solve(data: ModelData, *, time_limit_s: float | None = 30.0, lp_file: str | None = None) -> MilpResult:
     t0 = time.perf_counter()
-    if any(not opts for opts in _usable_options(data).values()):
+    options = _usable_options(data)
+    if any(not opts for opts in options.values()):
         # A stage with no usable option: the program is infeasible before any solver runs.
         return MilpResult("Infeasible", False, None, None, "presolve", time.perf_counter() - t0, 0.0)
-    model = build_model(data)
+    model = build_model(data, options)
     if lp_file:
         model.problem.writeLP(lp_file)
     t1 = time.perf_counter()

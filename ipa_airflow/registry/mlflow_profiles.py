@@ -270,6 +270,23 @@ class MlflowProfileRegistry:
         return ProfileSet(found)
 
 
+def registry_for(tracking_uri: str | None = None) -> MlflowProfileRegistry:
+    """The profile registry on `tracking_uri` (default: settings). A local store keeps its artifacts under
+    IPA_HOME; a server decides where its artifacts go."""
+    from ..settings import load_settings
+
+    settings = load_settings(tracking_uri=tracking_uri)
+    uri = settings.mlflow.tracking_uri
+    local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+    if uri.startswith("sqlite:"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    return MlflowProfileRegistry(
+        uri,
+        experiment=settings.mlflow.profiles_experiment,
+        artifact_root=settings.mlflow.artifact_root if local else None,
+    )
+
+
 def _unreachable(exc: Exception) -> bool:
     # The client wraps connection failures in MlflowException; the cause or the text tells them apart.
     cause = exc.__cause__ or exc.__context__

@@ -142,7 +142,6 @@ class Simulator:
             current = [s for s in live if s.generation == self.generation[k]]
             same = current and current[0].variant == sp.variant and current[0].batch == sp.batch
             if same:
-                pending = [s for s in current if s.ready_at > now]
                 n = len(current)
                 if sp.replicas > n:
                     up = now if initial else now + self.startup[sp.stage][sp.variant]
@@ -156,7 +155,6 @@ class Simulator:
                     for s in order[: n - sp.replicas]:
                         self._retire(k, s)
                     changed += 1
-                del pending
                 continue
             # A switch of variant or batch: a new generation, old replicas serve until it is ready.
             self.generation[k] += 1
