@@ -338,11 +338,32 @@ def cmd_forecast_compare(args) -> int:
         on_model=None if args.json else lambda m: print(f"fitting {m}", file=sys.stderr),
     )
     report.update({"trace": str(args.trace), "damping": args.damping})
+    if args.plot:
+        from .reports.forecast_plot import plot_frontier
+
+        report["plot"] = str(plot_frontier(report, args.plot))
     if args.json:
         _print_json(report)
     else:
         _render_forecast_rows(report["rows"])
+        _render_frontier(report["frontier"])
+        if args.plot:
+            print(f"trade-off curves: {report['plot']}")
     return 0
+
+
+def _render_frontier(front: dict) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title="over-provisioning needed for a given under-prediction rate (scaled on the test days)"
+    )
+    table.add_column("forecasts", justify="left")
+    for u in front["under_rates"]:
+        table.add_column(f"{u:.0%} under", justify="right")
+    for name, curve in [*front["curves"].items(), ("floor: knows the next mean rate", front["floor"])]:
+        table.add_row(name, *(f"{c:+.1%}" for c in curve))
+    _console().print(table)
 
 
 def cmd_forecast_train(args) -> int:
@@ -686,6 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = forecast.add_parser("compare", help="every forecaster, point and quantiles, on the same days")
     trace_args(p)
+    p.add_argument("--plot", help="write the trade-off curves (under-prediction against over-provisioning)")
     p.set_defaults(func=cmd_forecast_compare)
 
     p = forecast.add_parser("train", help="train a forecaster and register it in MLflow with its backtest")

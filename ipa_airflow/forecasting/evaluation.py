@@ -8,9 +8,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .backtest import backtest, evaluate
+from .frontier import UNDER_RATES, frontier, future_mean
 from .registry import FORECASTERS, forecaster
 from .sources import days
-from .windows import samples
+from .windows import WindowSpec, samples
 
 QUANTILES = (0.9, 0.95)
 MARGINS = (0.1, 0.2)  # InfAdapter's 10 %, IPA's 20 %
@@ -28,20 +29,22 @@ def compare(
 ) -> dict:
     train, test = days(series, *train_days), days(series, *test_days)
     rows = []
+    curves: dict[str, list[float]] = {}
     for name in models:
         if on_model:
             on_model(name)
         fitted = forecaster(name).fit(train, seed=seed)
         rows.append(backtest(fitted, train, test).to_dict())
         rows += [backtest(fitted, train, test, quantile=q).to_dict() for q in quantiles]
+        X, y = samples(
+            np.concatenate([train[-fitted.window.history_s :], test]),
+            fitted.window,
+            first_decision_s=fitted.window.history_s,
+        )
+        point = fitted.predict(X)
+        curves[f"{name} (q{max(quantiles):g} x constant)"] = frontier(fitted.quantile(X, max(quantiles)), y)
         if name == "lstm":
-            # The paper's way to be safe: the point forecast times a fixed margin.
-            X, y = samples(
-                np.concatenate([train[-fitted.window.history_s :], test]),
-                fitted.window,
-                first_decision_s=fitted.window.history_s,
-            )
-            point = fitted.predict(X)
+            curves["lstm (point x fixed margin)"] = frontier(point, y)
             for m in MARGINS:
                 row = {
                     "model": "lstm",
@@ -51,4 +54,18 @@ def compare(
                     **{k: round(v, 5) for k, v in evaluate(point * (1 + m), y).items()},
                 }
                 rows.append(row)
-    return {"train_days": list(train_days), "test_days": list(test_days), "rows": rows}
+    return {
+        "train_days": list(train_days),
+        "test_days": list(test_days),
+        "rows": rows,
+        "frontier": {"under_rates": list(UNDER_RATES), "curves": curves, "floor": floor(train, test)},
+    }
+
+
+def floor(train: np.ndarray, test: np.ndarray, window: WindowSpec | None = None) -> list[float]:
+    """The trade-off curve of an oracle that knows the mean rate of each next interval (see frontier)."""
+    window = window or WindowSpec()
+    series = np.concatenate([train[-window.history_s :], test])
+    _, y = samples(series, window, first_decision_s=window.history_s)
+    decisions = window.history_s + window.bin_s * np.arange(len(y))
+    return frontier(future_mean(series, decisions, window.horizon_s), y)

@@ -5,10 +5,13 @@ import pytest
 
 from ipa_airflow.forecasting.backtest import backtest, evaluate
 from ipa_airflow.forecasting.base import Forecast, ResidualQuantiles
+from ipa_airflow.forecasting.evaluation import floor
+from ipa_airflow.forecasting.frontier import UNDER_RATES, frontier, future_mean
 from ipa_airflow.forecasting.registry import FORECASTERS, forecaster
 from ipa_airflow.forecasting.sources import LoadSourceError, days, parse_days, read_trace
 from ipa_airflow.forecasting.step import forecast_step
 from ipa_airflow.forecasting.windows import MAX, MEAN, WindowSpec, recent_bins, samples
+from ipa_airflow.reports.forecast_plot import plot_frontier
 
 
 def synthetic(n_s: int, seed: int = 0) -> np.ndarray:
@@ -111,3 +114,42 @@ def test_trace_reading_and_day_ranges(tmp_path):
         parse_days("9-0")
     with pytest.raises(ValueError, match="days"):
         days(np.zeros(100), 0, 1)
+
+
+def test_frontier_scales_forecasts_to_each_under_prediction_rate():
+    actual = np.array([10.0, 10.0, 10.0, 10.0, 20.0])
+    forecasts = np.full(5, 10.0)
+    # 20 % may exceed: the 0.8 quantile of actual / forecast is 1.2 (interpolated), so the 20 alone
+    # exceeds; 1 % may exceed: the factor nearly covers the 20 (about 2.0)
+    over_20, over_1 = frontier(forecasts, actual, under_rates=(0.2, 0.01))
+    assert over_20 == pytest.approx((4 * 0.2 + (12 / 20 - 1)) / 5)
+    assert over_1 > 0.7
+    assert future_mean(np.arange(10.0), np.array([0, 5]), 5).tolist() == [2.0, 7.0]
+
+
+def test_forecasters_that_look_back_stay_above_the_floor_when_the_rate_jumps():
+    # The rate jumps every 30 s, so the past says little and the next interval's mean says much.
+    rng = np.random.default_rng(3)
+    series = rng.poisson(np.repeat(rng.uniform(5, 40, 12 * 120), 30)).astype(float)
+    train, test = series[: 10 * 3600], series[10 * 3600 :]
+    fitted = forecaster("exp-smoothing").fit(train)
+    X, y = samples(np.concatenate([train[-120:], test]), fitted.window, first_decision_s=120)
+    model_curve = frontier(fitted.quantile(X, 0.95), y)
+    floor_curve = floor(train, test)
+    assert len(model_curve) == len(floor_curve) == len(UNDER_RATES)
+    assert all(f < m for f, m in zip(floor_curve, model_curve, strict=True))
+    assert floor_curve == sorted(floor_curve, reverse=True)  # fewer misses cost more
+
+
+def test_trade_off_plot_is_written(tmp_path):
+    report = {
+        "test_days": [10, 13],
+        "rows": [{"quantile": 0.95, "under_prediction_rate": 0.05, "mean_over_provisioning": 0.17}],
+        "frontier": {
+            "under_rates": [0.05, 0.1],
+            "curves": {"m (q0.95 x constant)": [0.2, 0.1]},
+            "floor": [0.1, 0.05],
+        },
+    }
+    path = plot_frontier(report, tmp_path / "f.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
