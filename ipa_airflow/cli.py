@@ -461,6 +461,31 @@ def cmd_reconcile(args) -> int:
     return 0 if result.ok else 1
 
 
+def cmd_manifests(args) -> int:
+    """The Deployments a plan renders to, as YAML for kubectl or a GitOps repository."""
+    import yaml
+
+    from .cluster.desired import desired_state
+
+    pipeline = load_pipeline(args.spec)
+    if args.plan:
+        the_plan = Plan.from_json(Path(args.plan).read_text())
+    else:
+        the_plan = plan(pipeline.spec, pipeline.profiles, args.load, policy=args.policy)
+    docs = desired_state(the_plan, pipeline.spec, base=Path(args.spec).parent)
+    header = (
+        f"# Rendered by `ipa manifests` from {args.spec} "
+        f"({'plan ' + args.plan if args.plan else f'{args.policy} at {args.load:g} req/s'}); plan {the_plan.plan_id}.\n"
+    )
+    text = header + yaml.safe_dump_all(docs, sort_keys=False)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"{len(docs)} Deployments written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 # ---- simulate ---------------------------------------------------------------------------------------
 def cmd_simulate(args) -> int:
     from .forecasting.sources import read_trace
@@ -716,6 +741,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registered-name", default="ipa-load-forecaster")
     p.add_argument("--tracking-uri")
     p.set_defaults(func=cmd_forecast_train)
+
+    p = sub.add_parser("manifests", help="render the Deployments of a plan as YAML, without a cluster")
+    p.add_argument("spec")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--plan", help="a plan written by `ipa plan --out`")
+    which.add_argument("--load", type=float, help="plan for this load (req/s) first")
+    p.add_argument("--policy", default="ipa", choices=["ipa", "fa2-low", "fa2-high", "rim"])
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_manifests)
 
     p = sub.add_parser("reconcile", help="apply a plan to the cluster (or preview it with --dry-run)")
     p.add_argument("spec")
