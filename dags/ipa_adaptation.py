@@ -16,8 +16,9 @@ import os
 import re
 
 import pendulum
-from airflow.sdk import DAG, TaskGroup
+from airflow.sdk import DAG, TaskGroup, XComArg
 from ipa_airflow_provider.operators import (
+    OUTCOME_KEY,
     IpaForecastOperator,
     IpaPlanOperator,
     IpaReconcileOperator,
@@ -64,6 +65,6 @@ with DAG(
                 spec_path=str(spec),
                 forecast=forecast.output,
                 planned=planned.output,
-                reconciled=reconciled.output,
+                reconciled=XComArg(reconciled, key=OUTCOME_KEY),
             )
             forecast >> planned >> reconciled >> record

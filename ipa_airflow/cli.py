@@ -473,10 +473,8 @@ def cmd_manifests(args) -> int:
     else:
         the_plan = plan(pipeline.spec, pipeline.profiles, args.load, policy=args.policy)
     docs = desired_state(the_plan, pipeline.spec, base=Path(args.spec).parent)
-    header = (
-        f"# Rendered by `ipa manifests` from {args.spec} "
-        f"({'plan ' + args.plan if args.plan else f'{args.policy} at {args.load:g} req/s'}); plan {the_plan.plan_id}.\n"
-    )
+    source = f"plan {args.plan}" if args.plan else f"{args.policy} at {args.load:g} req/s"
+    header = f"# Rendered by `ipa manifests` from {args.spec} ({source}); plan {the_plan.plan_id}.\n"
     text = header + yaml.safe_dump_all(docs, sort_keys=False)
     if args.out:
         Path(args.out).write_text(text)

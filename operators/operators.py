@@ -156,8 +156,13 @@ class IpaReconcileOperator(_ClusterMixin, BaseOperator):
         from ipa_airflow.adaptation import reconcile_step
 
         if not self.planned["changed"]:
-            raise AirflowSkipException(f"plan {self.planned['plan']['plan_id']} is already running")
+            # The record task reads OUTCOME_KEY, which exists for skipped runs too (a skipped task has no
+            # return value, and pulling a missing one logs an error).
+            reason = f"plan {self.planned['plan']['plan_id']} is already running"
+            context["ti"].xcom_push(key=OUTCOME_KEY, value={"skipped": True, "reason": reason})
+            raise AirflowSkipException(reason)
         result = reconcile_step(self.spec_path, self.planned["plan"], self.backend(), dry_run=self.dry_run)
+        context["ti"].xcom_push(key=OUTCOME_KEY, value=result)
         for o in result["stages"]:
             self.log.info("%s: %s %s %s", o["stage"], o["action"], o["status"], o["message"])
         if not result["ok"]:
@@ -165,6 +170,9 @@ class IpaReconcileOperator(_ClusterMixin, BaseOperator):
                 f"reconcile did not complete: {[(o['stage'], o['status']) for o in result['stages']]}"
             )
         return result
+
+
+OUTCOME_KEY = "outcome"  # what IpaReconcileOperator did: its result, or {"skipped": True, "reason": ...}
 
 
 class IpaRecordDecisionOperator(BaseOperator):
@@ -202,7 +210,9 @@ class IpaRecordDecisionOperator(BaseOperator):
             self.forecast,
             self.planned["plan"],
             self.planned["previous_plan_id"],
-            self.reconciled if isinstance(self.reconciled, dict) else None,
+            None
+            if not isinstance(self.reconciled, dict) or self.reconciled.get("skipped")
+            else self.reconciled,
         )
         registry = IpaMlflowHook(self.ipa_mlflow_conn_id).get_conn()
         settings = load_settings(tracking_uri=registry.tracking_uri)
@@ -293,7 +303,7 @@ def gpu_profile_pod(
     task_id: str,
     model_uri: str,
     hardware: str,
-    image: str = "ipa-airflow-profiler:latest",
+    image: str = "ipa-airflow/profiler:0.1.0",
     namespace: str = "ipa-profiling",
     node_selector: dict[str, str] | None = None,
     batch_sizes: str = "1,2,4,8,16,32,64",

@@ -26,7 +26,7 @@ def emit_model_version_event(name: str, version: str, source: str) -> int:
     """Register an asset event on MODEL_VERSIONS (as the REST API's create-asset-event does)."""
     from airflow.assets.manager import asset_manager
     from airflow.models.asset import AssetModel
-    from airflow.utils import timezone
+    from airflow.sdk import timezone
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
