@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .base import FittedForecaster
-from .windows import samples
+from .windows import WindowSpec, samples
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,19 @@ def evaluate(forecasts: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     }
 
 
+def held_out_samples(history: np.ndarray, test: np.ndarray, window: WindowSpec):
+    """(series, X, y) for the decisions at every bin boundary of `test`: `series` is `test` preceded by
+    the part of `history` its first windows reach back into."""
+    series = np.concatenate([history[-window.history_s :], test])
+    X, y = samples(series, window, first_decision_s=min(len(history), window.history_s))
+    return series, X, y
+
+
 def backtest(
     fitted: FittedForecaster, history: np.ndarray, test: np.ndarray, *, quantile: float | None = None
 ) -> BacktestResult:
     """Decisions at every bin boundary of `test`; the window may reach back into `history`."""
-    series = np.concatenate([history[-fitted.window.history_s :], test])
-    X, y = samples(series, fitted.window, first_decision_s=min(len(history), fitted.window.history_s))
+    _, X, y = held_out_samples(history, test, fitted.window)
     t0 = time.perf_counter()
     f = fitted.predict(X) if quantile is None else fitted.quantile(X, quantile)
     elapsed = time.perf_counter() - t0

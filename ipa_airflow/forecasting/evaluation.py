@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .backtest import backtest, evaluate
+from .backtest import backtest, evaluate, held_out_samples
 from .frontier import UNDER_RATES, frontier, future_mean
 from .registry import FORECASTERS, forecaster
 from .sources import days
-from .windows import WindowSpec, samples
+from .windows import WindowSpec
 
 QUANTILES = (0.9, 0.95)
 MARGINS = (0.1, 0.2)  # InfAdapter's 10 %, IPA's 20 %
@@ -36,14 +36,10 @@ def compare(
         fitted = forecaster(name).fit(train, seed=seed)
         rows.append(backtest(fitted, train, test).to_dict())
         rows += [backtest(fitted, train, test, quantile=q).to_dict() for q in quantiles]
-        X, y = samples(
-            np.concatenate([train[-fitted.window.history_s :], test]),
-            fitted.window,
-            first_decision_s=fitted.window.history_s,
-        )
-        point = fitted.predict(X)
+        _, X, y = held_out_samples(train, test, fitted.window)
         curves[f"{name} (q{max(quantiles):g} x constant)"] = frontier(fitted.quantile(X, max(quantiles)), y)
         if name == "lstm":
+            point = fitted.predict(X)
             curves["lstm (point x fixed margin)"] = frontier(point, y)
             for m in MARGINS:
                 row = {
@@ -65,7 +61,6 @@ def compare(
 def floor(train: np.ndarray, test: np.ndarray, window: WindowSpec | None = None) -> list[float]:
     """The trade-off curve of an oracle that knows the mean rate of each next interval (see frontier)."""
     window = window or WindowSpec()
-    series = np.concatenate([train[-window.history_s :], test])
-    _, y = samples(series, window, first_decision_s=window.history_s)
-    decisions = window.history_s + window.bin_s * np.arange(len(y))
+    series, _, y = held_out_samples(train, test, window)
+    decisions = window.history_s + window.bin_s * np.arange(len(y))  # samples() starts at a full window
     return frontier(future_mean(series, decisions, window.horizon_s), y)
