@@ -6,7 +6,7 @@ Configuration (environment, read at parse time; no heavy work here):
   IPA_LOAD_SOURCE           'prometheus' (connection ipa_prometheus_default) or 'trace' (the default)
   IPA_TRACE                 the trace a 'trace' source replays
   IPA_CLUSTER_BACKEND       'kubernetes' (connection kubernetes_default) or 'simulated' (the default)
-  IPA_PLAN_QUANTILE         which forecast quantile to provision for (default 0.95)
+  IPA_PLAN_QUANTILE         overrides each spec's adaptation.quantile (unset: the spec's)
 A run's `trace_second` param replays a given second of the trace (the demo steps through a window).
 """
 
@@ -30,7 +30,7 @@ from ipa_airflow.settings import default_specs_dir, default_trace
 SCHEDULE = os.environ.get("IPA_ADAPTATION_SCHEDULE", "* * * * *")
 SOURCE = os.environ.get("IPA_LOAD_SOURCE", "trace")
 BACKEND = os.environ.get("IPA_CLUSTER_BACKEND", "simulated")
-QUANTILE = float(os.environ.get("IPA_PLAN_QUANTILE", "0.95"))
+QUANTILE = float(os.environ["IPA_PLAN_QUANTILE"]) if os.environ.get("IPA_PLAN_QUANTILE") else None
 
 with DAG(
     dag_id="ipa_adaptation",
@@ -49,6 +49,7 @@ with DAG(
                 source=SOURCE,
                 trace=str(default_trace()),
                 trace_second="{{ params.trace_second }}",
+                spec_path=str(spec),
             )
             planned = IpaPlanOperator(
                 task_id="plan",

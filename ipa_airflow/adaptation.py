@@ -10,19 +10,30 @@ from typing import Any
 
 import numpy as np
 
-from .cluster.desired import ANN_PLAN, deployment_name
+from .cluster.desired import ANN_BATCH, ANN_PLAN, ANN_SHAPE, ANN_VARIANT, deployment_name
 from .cluster.reconcile import reconcile
 from .decisions import DecisionRecord, explain
 from .forecasting.base import Forecast
 from .forecasting.registry import forecaster
 from .forecasting.sources import read_trace
 from .forecasting.step import forecast_step
+from .optimizer import ConfigError, score_config
 from .optimizer import plan as solve_plan
 from .pipelines import load_pipeline
 from .plans import Plan
+from .spec import load_spec
+from .switching import choose, held_load
 
 log = logging.getLogger(__name__)
 HISTORY_S = 6 * 3600  # what a forecaster without a registered model is fitted on, before each decision
+
+
+def lookback(spec_path: str | None) -> tuple[int, int]:
+    """How many earlier forecasts, how many seconds apart, the spec's stabilisation compares."""
+    if spec_path is None:
+        return 0, 10
+    a = load_spec(spec_path).adaptation
+    return a.stabilisation - 1, max(1, round(a.interval_s))
 
 
 def forecast_from_trace(
@@ -33,6 +44,7 @@ def forecast_from_trace(
     model: str = "exp-smoothing",
     last_good: dict | None = None,
     now: dt.datetime | None = None,
+    spec_path: str | None = None,
 ) -> dict[str, Any]:
     """Forecast at `second` of a replayed trace, from what a controller would have seen until then."""
     series = read_trace(trace, damping=damping)
@@ -41,7 +53,16 @@ def forecast_from_trace(
     fitted = forecaster(model).fit(history)
     now = now or dt.datetime.now(dt.UTC)
     prev = Forecast.from_dict(last_good) if last_good else None
-    f = forecast_step(lambda: history[-fitted.window.history_s :], fitted, now=now, last_good=prev)
+    earlier, interval_s = lookback(spec_path)
+    window_s = fitted.window.history_s + earlier * interval_s
+    f = forecast_step(
+        lambda: history[-window_s:],
+        fitted,
+        now=now,
+        last_good=prev,
+        earlier=earlier,
+        interval_s=interval_s,
+    )
     out = f.to_dict()
     out["trace_second"] = second
     out["observed_peak_next_20s"] = float(np.roll(series, -(second + 1))[:20].max())  # for the record only
@@ -58,19 +79,51 @@ def current_plan_id(spec_path: str, backend) -> str | None:
     return ids.pop() if len(ids) == 1 else None
 
 
+def running_config(spec_path: str, backend) -> list[tuple] | None:
+    """What each stage runs now, as `StagePlan.config_key`s read from the Deployments (None when a stage
+    has no Deployment or one without the annotations the reconciler writes)."""
+    spec = load_spec(spec_path)
+    config = []
+    for stage in spec.stage_names:
+        obj = backend.get(spec.namespace, deployment_name(spec.name, stage))
+        ann = (obj or {}).get("metadata", {}).get("annotations", {})
+        if obj is None or not all(k in ann for k in (ANN_VARIANT, ANN_BATCH, ANN_SHAPE)):
+            return None
+        hardware, resources, dtype = ann[ANN_SHAPE].split(" ")
+        replicas = int(obj.get("spec", {}).get("replicas") or 0)
+        config.append((stage, ann[ANN_VARIANT], hardware, resources, dtype, int(ann[ANN_BATCH]), replicas))
+    return config
+
+
 def plan_step(
     spec_path: str,
     forecast: dict[str, Any],
     *,
-    quantile: float | None = 0.95,
+    running: list | None = None,
+    quantile: float | None = None,
     policy: str = "ipa",
     registry=None,
 ) -> dict[str, Any]:
+    """Solve for the load the spec's adaptation settings plan for, then keep what runs (`running`, config
+    keys) or switch, as `switching.choose` decides. `quantile` overrides the spec's."""
     pipeline = load_pipeline(spec_path, registry=registry)
-    load = Forecast.from_dict({k: v for k, v in forecast.items() if k in Forecast.__dataclass_fields__}).at(
-        quantile
-    )
-    return solve_plan(pipeline.spec, pipeline.profiles, load, policy=policy).to_dict()
+    spec, a = pipeline.spec, pipeline.spec.adaptation
+    f = Forecast.from_dict({k: v for k, v in forecast.items() if k in Forecast.__dataclass_fields__})
+    load = held_load(f.held(quantile or a.quantile, a.stabilisation), a.stabilisation)
+    proposal = solve_plan(spec, pipeline.profiles, load, policy=policy)
+    current = None
+    if running:
+        try:
+            current = score_config(spec, pipeline.profiles, load, running, policy=policy)
+        except ConfigError as exc:  # the spec changed under a running pipeline: replace what runs
+            log.warning("the running configuration is not one the spec offers (%s); switching", exc)
+    switch = choose(current, proposal, load, spec)
+    return {
+        "plan": switch.plan.to_dict(),
+        "proposal_id": proposal.plan_id,
+        "changed": switch.changed,
+        "reason": switch.reason,
+    }
 
 
 def reconcile_step(spec_path: str, plan: dict[str, Any], backend, *, dry_run: bool = False, **kwargs) -> dict:
@@ -87,6 +140,7 @@ def decision(
     previous_plan_id: str | None,
     reconciled: dict | None,
     *,
+    reason: str | None = None,
     now: dt.datetime | None = None,
 ) -> DecisionRecord:
     return DecisionRecord(
@@ -97,6 +151,6 @@ def decision(
         plan=plan,
         previous_plan_id=previous_plan_id,
         reconcile=reconciled,
-        why=explain(plan, previous_plan_id),
+        why=explain(plan, previous_plan_id) + (f"; {reason}" if reason else ""),
         extra={"spec": str(spec_path)},
     )

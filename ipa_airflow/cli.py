@@ -505,7 +505,6 @@ def cmd_simulate(args) -> int:
     say = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     if say:
         say(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
-    fitted = ev.fit_forecaster(trace, model=args.forecaster, seed=args.seed)
     if args.target == "evaluate":
         specs = [str(p) for p in sorted(Path(args.pipelines).glob("*.yaml"))]
         report = ev.evaluate(
@@ -513,9 +512,11 @@ def cmd_simulate(args) -> int:
             trace,
             Path(args.out),
             seed=args.seed,
-            fitted=fitted,
+            model=args.forecaster,
             progress=say,
             policies=args.policies.split(","),
+            quantile=args.quantile,
+            random_windows=args.random_windows,
         )
         if args.json:
             _print_json(report)
@@ -523,6 +524,7 @@ def cmd_simulate(args) -> int:
             print((Path(args.out) / "evaluation.md").read_text())
             print(f"report, JSON and plots in {args.out}")
         return 0
+    fitted = ev.fit_forecaster(trace, model=args.forecaster, seed=args.seed)
     if args.pattern:
         pieces = ev.test_patterns(trace)[args.pattern].pieces
     elif args.start is not None:
@@ -531,7 +533,9 @@ def cmd_simulate(args) -> int:
         raise ValueError("give --pattern NAME or --start SECOND (with --duration)")
     results = {}
     for policy in args.policy.split(","):
-        results[policy] = ev.run_case(args.target, trace, pieces, policy, fitted=fitted, seed=args.seed)
+        results[policy] = ev.run_case(
+            args.target, trace, pieces, policy, fitted=fitted, seed=args.seed, quantile=args.quantile
+        )
     if args.plot:
         ev.plot_case(results, f"{Path(args.target).stem}: {args.pattern or pieces}", Path(args.plot))
     summaries = [r.summary() for r in results.values()]
@@ -773,6 +777,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", default="ipa", help="ipa, fa2-low, fa2-high, rim, hpa (comma-separated)")
     p.add_argument("--policies", default="ipa,fa2-low,fa2-high,rim,hpa", help="evaluate: the policies")
     p.add_argument("--forecaster", default="lstm-quantile")
+    p.add_argument(
+        "--quantile", type=float, help="provision for this forecast quantile instead of each spec's"
+    )
+    p.add_argument(
+        "--random-windows",
+        type=int,
+        default=0,
+        help="evaluate: also summarise every policy over N random windows of the test days",
+    )
     p.add_argument("--pipelines", default=str(REPO_PROFILES / "pipelines"), help="evaluate: folder of specs")
     p.add_argument("--out", default="reports/simulation", help="evaluate: report folder")
     p.add_argument("--seed", type=int, default=0)

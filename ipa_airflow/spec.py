@@ -165,6 +165,30 @@ class Baselines(_Strict):
     rim_replicas: PositiveInt | dict[str, PositiveInt] = 2
 
 
+PLAN_QUANTILES = (0.8, 0.9, 0.95, 0.99)  # the upper quantiles every forecast carries
+
+
+class Adaptation(_Strict):
+    """How forecasts become plan changes. The Airflow DAG and the simulator read the same settings."""
+
+    # Which upper quantile of the next interval's peak the plan provisions for.
+    quantile: float = 0.99
+    # The spacing of the forecasts the controller compares (the simulator's decision cadence).
+    interval_s: Annotated[float, Field(gt=0)] = 10.0
+    # Plan for the highest of the last N forecasts: capacity is given back only after N lower ones.
+    stabilisation: PositiveInt = 4
+    # A change the load does not force must raise the objective by at least this much (every switch
+    # restarts pods).
+    min_gain: NonNegative = 0.005
+
+    @field_validator("quantile")
+    @classmethod
+    def _known_quantile(cls, v: float) -> float:
+        if v not in PLAN_QUANTILES:
+            raise ValueError(f"forecasts carry the quantiles {list(PLAN_QUANTILES)}; choose one of them")
+        return v
+
+
 class DeploymentSettings(_Strict):
     """How a stage runs on Kubernetes. `template` is a Deployment manifest the plan is rendered into
     (inline or from `template_file`, relative to the spec); without one, MLServer's MLflow runtime."""
@@ -197,6 +221,7 @@ class PipelineSpec(_Strict):
     )
     profiles: list[str] = Field(default_factory=list, description="profile files, relative to the spec")
     baselines: Baselines = Field(default_factory=Baselines)
+    adaptation: Adaptation = Field(default_factory=Adaptation)
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
     stages: list[Stage] = Field(min_length=1)
 

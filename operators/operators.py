@@ -55,17 +55,20 @@ class IpaForecastOperator(BaseOperator):
         trace_second: Any = None,
         query: str = "sum(rate(ipa_requests_total[2s]))",
         model: str = "exp-smoothing",
+        spec_path: str | None = None,
         ipa_prometheus_conn_id: str = IpaPrometheusHook.default_conn_name,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.source, self.trace, self.damping, self.trace_second = source, trace, damping, trace_second
         self.query, self.model, self.ipa_prometheus_conn_id = query, model, ipa_prometheus_conn_id
+        # With a spec, the forecast also carries the earlier forecasts its stabilisation looks back on.
+        self.spec_path = spec_path
 
     def execute(self, context) -> dict[str, Any]:
         import datetime as dt
 
-        from ipa_airflow.adaptation import forecast_from_trace
+        from ipa_airflow.adaptation import forecast_from_trace, lookback
         from ipa_airflow.forecasting.registry import forecaster
         from ipa_airflow.forecasting.step import forecast_step
 
@@ -80,20 +83,32 @@ class IpaForecastOperator(BaseOperator):
                 else int(context["logical_date"].timestamp())
             )
             return forecast_from_trace(
-                self.trace, damping=self.damping, second=second, model=self.model, now=now
+                self.trace,
+                damping=self.damping,
+                second=second,
+                model=self.model,
+                now=now,
+                spec_path=self.spec_path,
             )
         if self.source != "prometheus":
             raise ValueError(f"source must be 'trace' or 'prometheus', not {self.source!r}")
         source = IpaPrometheusHook(self.ipa_prometheus_conn_id).get_conn(self.query)
         history = source.rates(end=now.timestamp(), window_s=3600)
         fitted = forecaster(self.model).fit(history)
+        earlier, interval_s = lookback(self.spec_path)
+        window_s = fitted.window.history_s + earlier * interval_s
         return forecast_step(
-            lambda: source.rates(end=now.timestamp(), window_s=120), fitted, now=now
+            lambda: source.rates(end=now.timestamp(), window_s=window_s),
+            fitted,
+            now=now,
+            earlier=earlier,
+            interval_s=interval_s,
         ).to_dict()
 
 
 class IpaPlanOperator(_ClusterMixin, BaseOperator):
-    """Solve the program for the forecast; say whether it differs from what the cluster runs."""
+    """Solve the program for the forecast, then keep what the cluster runs or switch (see
+    `ipa_airflow.switching`); say which and why."""
 
     template_fields: Sequence[str] = ("spec_path", "forecast", "policy")
 
@@ -102,7 +117,7 @@ class IpaPlanOperator(_ClusterMixin, BaseOperator):
         *,
         spec_path: str,
         forecast: Any,
-        quantile: float | None = 0.95,
+        quantile: float | None = None,  # None: the spec's adaptation.quantile
         policy: str = "ipa",
         cluster_backend: str = "simulated",
         kubernetes_conn_id: str | None = None,
@@ -116,17 +131,29 @@ class IpaPlanOperator(_ClusterMixin, BaseOperator):
         self.simulated_state_file, self.ipa_mlflow_conn_id = simulated_state_file, ipa_mlflow_conn_id
 
     def execute(self, context) -> dict[str, Any]:
-        from ipa_airflow.adaptation import current_plan_id, plan_step
+        from ipa_airflow.adaptation import current_plan_id, plan_step, running_config
 
         registry = IpaMlflowHook(self.ipa_mlflow_conn_id).get_conn() if self.ipa_mlflow_conn_id else None
-        plan = plan_step(
-            self.spec_path, self.forecast, quantile=self.quantile, policy=self.policy, registry=registry
+        backend = self.backend()
+        previous = current_plan_id(self.spec_path, backend)
+        out = plan_step(
+            self.spec_path,
+            self.forecast,
+            running=running_config(self.spec_path, backend) if previous else None,
+            quantile=self.quantile,
+            policy=self.policy,
+            registry=registry,
         )
-        previous = current_plan_id(self.spec_path, self.backend())
+        plan = out["plan"]
         self.log.info(
-            "plan %s (running: %s): %s", plan["plan_id"], previous, plan.get("message") or "feasible"
+            "plan %s (running: %s, proposed: %s): %s; %s",
+            plan["plan_id"],
+            previous,
+            out["proposal_id"],
+            plan.get("message") or "feasible",
+            out["reason"],
         )
-        return {"plan": plan, "previous_plan_id": previous, "changed": plan["plan_id"] != previous}
+        return {**out, "previous_plan_id": previous, "changed": plan["plan_id"] != previous}
 
 
 class IpaReconcileOperator(_ClusterMixin, BaseOperator):
@@ -213,6 +240,7 @@ class IpaRecordDecisionOperator(BaseOperator):
             None
             if not isinstance(self.reconciled, dict) or self.reconciled.get("skipped")
             else self.reconciled,
+            reason=self.planned.get("reason"),
         )
         registry = IpaMlflowHook(self.ipa_mlflow_conn_id).get_conn()
         settings = load_settings(tracking_uri=registry.tracking_uri)

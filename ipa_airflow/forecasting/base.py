@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..spec import PLAN_QUANTILES
 from .windows import WindowSpec, recent_bins, samples
 
 SCHEMA_VERSION = 1
@@ -34,6 +35,9 @@ class Forecast:
     issued_at: str = ""
     note: str = ""  # e.g. why a fallback was used
     schema_version: int = SCHEMA_VERSION
+    # The quantiles the same model gave at the previous decision points, newest first: what the
+    # controller's scale-down stabilisation looks back on, recomputed from the rates so no state is kept.
+    earlier: tuple[Mapping[str, float], ...] = ()
 
     def at(self, quantile: float | None) -> float:
         """The load to plan for: the point, or an upper quantile."""
@@ -44,6 +48,12 @@ class Forecast:
             raise KeyError(f"forecast has quantiles {sorted(self.quantiles)}, not {key}")
         return self.quantiles[key]
 
+    def held(self, quantile: float, n: int) -> list[float]:
+        """This forecast and up to n - 1 earlier ones at `quantile`, oldest first."""
+        values = [self.at(quantile)]
+        values += [e[f"{quantile:g}"] for e in self.earlier[: max(n - 1, 0)] if f"{quantile:g}" in e]
+        return values[::-1]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -53,13 +63,20 @@ class Forecast:
             "issued_at": self.issued_at,
             "note": self.note,
             "schema_version": self.schema_version,
+            "earlier": [dict(e) for e in self.earlier],
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Forecast:
         if d.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
             raise ValueError(f"forecast schema_version {d.get('schema_version')} is not supported")
-        return cls(**{**d, "quantiles": dict(d.get("quantiles", {}))})
+        return cls(
+            **{
+                **d,
+                "quantiles": dict(d.get("quantiles", {})),
+                "earlier": tuple(dict(e) for e in d.get("earlier", ())),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -127,14 +144,34 @@ class FittedForecaster:
         return point * self.residuals.factor(point, q)
 
     def forecast(
-        self, recent: np.ndarray, *, quantiles=(0.9, 0.95), now: dt.datetime | None = None
+        self,
+        recent: np.ndarray,
+        *,
+        quantiles=PLAN_QUANTILES,
+        now: dt.datetime | None = None,
+        earlier: int = 0,
+        interval_s: int = 10,
     ) -> Forecast:
-        """One decision from the last seconds of per-second rates (oldest first)."""
-        X = recent_bins(np.asarray(recent, dtype=float), self.window)
-        point = float(self.predict(X)[0])
-        qs = {f"{q:g}": float(self.quantile(X, q)[0]) for q in quantiles}
+        """One decision from the last seconds of per-second rates (oldest first), and the quantiles the
+        `earlier` decisions before it, `interval_s` apart, would have had (where the rates reach back)."""
+        recent = np.asarray(recent, dtype=float)
+        ends = [len(recent)] + [
+            len(recent) - i * interval_s
+            for i in range(1, earlier + 1)
+            if len(recent) - i * interval_s >= self.window.history_s
+        ]
+        X = np.concatenate([recent_bins(recent[:end], self.window) for end in ends])
+        point = float(self.predict(X[:1])[0])
+        qs = {f"{q:g}": self.quantile(X, q) for q in quantiles}
         issued = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
-        return Forecast(self.name, self.window.horizon_s, point, qs, issued)
+        return Forecast(
+            self.name,
+            self.window.horizon_s,
+            point,
+            {k: float(v[0]) for k, v in qs.items()},
+            issued,
+            earlier=tuple({k: float(v[i]) for k, v in qs.items()} for i in range(1, len(ends))),
+        )
 
 
 class Forecaster(Protocol):

@@ -13,7 +13,7 @@ from .registry import FORECASTERS, forecaster
 from .sources import days
 from .windows import WindowSpec
 
-QUANTILES = (0.9, 0.95)
+QUANTILES = (0.9, 0.95, 0.99)
 MARGINS = (0.1, 0.2)  # InfAdapter's 10 %, IPA's 20 %
 
 

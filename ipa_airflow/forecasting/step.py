@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..spec import PLAN_QUANTILES
 from .base import FittedForecaster, Forecast
 from .sources import LoadSourceError
 
@@ -26,8 +27,12 @@ def forecast_step(
     now: dt.datetime,
     last_good: Forecast | None = None,
     max_staleness_s: float = 60.0,
-    quantiles=(0.9, 0.95),
+    quantiles=PLAN_QUANTILES,
+    earlier: int = 0,
+    interval_s: int = 10,
 ) -> Forecast:
+    """`read_rates` returns the last seconds of per-second rates; for `earlier` past decisions it must
+    reach `earlier * interval_s` seconds further back than the model's window."""
     try:
         rates = read_rates()
     except LoadSourceError as exc:
@@ -42,12 +47,13 @@ def forecast_step(
                     dict(last_good.quantiles),
                     last_good.issued_at,
                     note=f"fallback: last good forecast ({age:.0f} s old); {exc}",
+                    earlier=last_good.earlier,
                 )
         raise
     if len(rates) == 0 or not np.isfinite(rates).all():
         raise LoadSourceError("the load source returned no usable rates")
     try:
-        return fitted.forecast(rates, quantiles=quantiles, now=now)
+        return fitted.forecast(rates, quantiles=quantiles, now=now, earlier=earlier, interval_s=interval_s)
     except Exception as exc:  # a broken model must not stop adaptation: react to the last bin instead
         peak = float(np.max(rates[-fitted.window.bin_s :]))
         log.warning("forecaster %s failed (%s); using the reactive estimate %.2f", fitted.name, exc, peak)

@@ -23,7 +23,22 @@ SOLVERS = ("auto", "milp", "chain", "brute")
 # A feasible plan whose latency uses more than this share of the SLA reports the SLA as binding.
 _BINDING_SHARE = 0.95
 
-__all__ = ["plan", "plan_from_data", "ModelData", "Option", "Policy", "POLICIES", "SOLVERS", "policy_for"]
+__all__ = [
+    "plan",
+    "plan_from_data",
+    "score_config",
+    "ConfigError",
+    "ModelData",
+    "Option",
+    "Policy",
+    "POLICIES",
+    "SOLVERS",
+    "policy_for",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration that the spec cannot express (a variant, shape or batch size it does not offer)."""
 
 
 def plan(
@@ -36,6 +51,44 @@ def plan(
 ) -> Plan:
     data = ModelData.build(spec, profiles, load_rps, policy_for(policy, spec))
     return plan_from_data(data, solver=solver)
+
+
+def score_config(
+    spec: PipelineSpec,
+    profiles: ProfileSet,
+    load_rps: float,
+    config: Sequence[Sequence],
+    *,
+    policy: str | Policy = "ipa",
+) -> Plan:
+    """A given configuration (what runs now, or what a baseline pins) as a Plan at `load_rps`: the same
+    numbers and objective a solved plan has, so the two compare directly.
+
+    `config` holds one `StagePlan.config_key` per stage: (stage, variant, hardware, resources, dtype,
+    batch, replicas)."""
+    pol = policy if isinstance(policy, Policy) else policy_for(policy, spec)
+    data = ModelData.build(spec, profiles, max(load_rps, 1e-6), pol)
+    by_stage = {c[0]: tuple(c) for c in config}
+    choice = []
+    for st in data.stages:
+        key = by_stage.get(st.name)
+        if key is None:
+            raise ConfigError(f"the configuration has no stage '{st.name}'")
+        _, variant, hardware, resources, dtype, batch, replicas = key
+        match = [
+            o
+            for o in st.options + st.too_slow
+            if (o.variant, o.hardware, o.resources, o.dtype, o.batch)
+            == (variant, hardware, resources, dtype, batch)
+        ]
+        if not match:
+            raise ConfigError(
+                f"stage '{st.name}': the spec offers no {variant} on {hardware} {resources} {dtype} "
+                f"at batch {batch}"
+            )
+        choice.append(replace(match[0], replicas=int(replicas)))
+    ev = evaluate(data, choice)
+    return _make_plan(data, tuple(choice), ev, ev.feasible, ev.violations, "given", "given", 0.0, "")
 
 
 def _pick_solver(data: ModelData, solver: str) -> str:

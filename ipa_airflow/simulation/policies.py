@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..forecasting.base import FittedForecaster
-from ..forecasting.windows import recent_bins
-from ..optimizer import _make_plan
 from ..optimizer import plan as solve
-from ..optimizer.evaluation import evaluate
-from ..optimizer.model_data import ModelData
+from ..optimizer import score_config
 from ..optimizer.policies import POLICIES, Policy, policy_for
 from ..plans import Plan
 from ..profiles import ProfileSet
 from ..spec import PipelineSpec
+from ..switching import choose, held_load
 
 
 @dataclass
@@ -36,46 +34,33 @@ class Decision:
 
 @dataclass
 class PlannedPolicy:
-    """Forecast, solve, and change the running plan only when it must or the change has held: a plan
-    that no longer carries the forecast (or breaks the SLA) is replaced at once; any other change (a
-    cheaper or more accurate plan) only after `stabilisation` decisions in a row propose it, as
-    InfAdapter waits for four lower forecasts before scaling down. Every switch costs a start-up."""
+    """What the `ipa_adaptation` DAG does, every `adaptation.interval_s`: forecast (with the earlier
+    forecasts its stabilisation compares), solve for the highest of them, then keep the running plan or
+    switch as `switching.choose` decides. Every switch costs a start-up."""
 
     name: str
     spec: PipelineSpec
     profiles: ProfileSet
     forecaster: FittedForecaster
-    quantile: float | None = 0.95
-    interval_s: float = 10.0
-    stabilisation: int = 4
+    quantile: float | None = None  # None: the spec's adaptation.quantile
     current: Plan | None = None
-    _streak: int = 0
+
+    @property
+    def interval_s(self) -> float:
+        return self.spec.adaptation.interval_s
 
     def decide(self, now: float, observed: np.ndarray) -> Decision:
-        X = recent_bins(observed, self.forecaster.window)
-        point = (
-            self.forecaster.predict(X)
-            if self.quantile is None
-            else self.forecaster.quantile(X, self.quantile)
+        a = self.spec.adaptation
+        f = self.forecaster.forecast(
+            observed[-(self.forecaster.window.history_s + (a.stabilisation - 1) * round(a.interval_s)) :],
+            quantiles=(self.quantile or a.quantile,),
+            earlier=a.stabilisation - 1,
+            interval_s=round(a.interval_s),
         )
-        load = float(point[0])
+        load = held_load(f.held(self.quantile or a.quantile, a.stabilisation), a.stabilisation)
         proposal = solve(self.spec, self.profiles, load, policy=self.name)
-        cur = self.current
-        must = cur is None or not self._still_good(cur, load)
-        if must or proposal.plan_id == cur.plan_id:
-            self._streak = 0
-        else:
-            self._streak += 1
-        if must or self._streak >= self.stabilisation:
-            self.current, self._streak = proposal, 0
+        self.current = choose(self.current, proposal, load, self.spec).plan
         return Decision(self.current, load, proposal.solve_time_s)
-
-    def _still_good(self, plan: Plan, load: float) -> bool:
-        rho = self.spec.limits.max_utilisation
-        if any(s.capacity_rps * rho < load for s in plan.stages):
-            return False
-        fill = sum((s.batch - 1) / load for s in plan.stages if s.batch > 1) if load > 0 else 0.0
-        return sum(s.latency_s for s in plan.stages) + fill <= self.spec.sla_s
 
 
 @dataclass
@@ -91,17 +76,22 @@ class HpaPolicy:
     name: str = "hpa"
 
     def _plan(self, load: float) -> Plan:
-        pinned = Policy("hpa", pinned_variants=self.variant, fixed_replicas=dict(self.replicas))
-        data = ModelData.build(self.spec, self.profiles, max(load, 1e-6), pinned)
-        stages = []
-        for st in data.stages:
-            opts = [
-                o for o in st.options + st.too_slow if o.variant == self.variant[st.name] and o.batch == 1
-            ]
-            stages.append(opts[0])
-        choice = tuple(replace(o, replicas=self.replicas.get(o.stage, o.replicas)) for o in stages)
-        ev = evaluate(data, choice)
-        return _make_plan(data, choice, ev, ev.feasible, ev.violations, "hpa", "hpa", 0.0, "")
+        config = []
+        for stage in self.spec.stages:
+            v = next(x for x in stage.variants if x.name == self.variant[stage.name])
+            shape = v.shapes[0]
+            config.append(
+                (
+                    stage.name,
+                    v.name,
+                    shape.hardware,
+                    shape.resources.key,
+                    shape.dtype,
+                    1,
+                    self.replicas.get(stage.name, 1),
+                )
+            )
+        return score_config(self.spec, self.profiles, load, config, policy=Policy("hpa"))
 
     def decide(self, now: float, observed: np.ndarray) -> Decision:
         rate = float(np.mean(observed[-int(self.interval_s) :])) if len(observed) else 0.0
@@ -129,7 +119,7 @@ def make_policy(
     spec: PipelineSpec,
     profiles: ProfileSet,
     forecaster: FittedForecaster,
-    quantile: float | None = 0.95,
+    quantile: float | None = None,
 ):
     if name == "hpa":
         heaviest = policy_for("fa2-high", spec).pinned_variants

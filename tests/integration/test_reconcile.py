@@ -252,3 +252,36 @@ def test_api_down_is_a_clear_error(video, clock):
     before, _ = _plans(video)
     with pytest.raises(ClusterError, match="cannot reach the Kubernetes API"):
         reconcile(before, video.spec, backend, clock=clock, sleep=clock.sleep)
+
+
+def _forecast(load: float) -> dict:
+    from ipa_airflow.forecasting.base import Forecast
+    from ipa_airflow.spec import PLAN_QUANTILES
+
+    return Forecast("exp-smoothing", 20, load, {f"{q:g}": load for q in PLAN_QUANTILES}).to_dict()
+
+
+def test_the_adaptation_step_reads_what_runs_and_keeps_it_while_it_carries(video, cluster, clock):
+    from ipa_airflow.adaptation import plan_step, running_config
+    from ipa_airflow.plans import Plan
+
+    spec_path = str(PIPELINES / "video-gpu.yaml")
+    assert running_config(spec_path, cluster.backend) is None  # nothing deployed yet
+    first = plan_step(spec_path, _forecast(1000.0))
+    assert first["changed"] and first["reason"] == "nothing known to run"
+    running = Plan.from_dict(first["plan"])
+    assert _go(running, video.spec, cluster, clock).ok
+    config = running_config(spec_path, cluster.backend)
+    assert config == [s.config_key for s in running.stages]
+
+    same = plan_step(spec_path, _forecast(1000.0), running=config)
+    assert not same["changed"] and same["plan"]["plan_id"] == running.plan_id
+    # A little less load: the program proposes another plan, worth less than min_gain more.
+    near = plan_step(spec_path, _forecast(900.0), running=config)
+    assert not near["changed"] and near["plan"]["plan_id"] == running.plan_id
+    assert near["proposal_id"] != running.plan_id and "min_gain" in near["reason"]
+    more = plan_step(spec_path, _forecast(3000.0), running=config)
+    assert more["changed"] and "below 3000.0" in more["reason"]
+    # Far less: batches no longer fill within the SLA, so the running plan must go.
+    less = plan_step(spec_path, _forecast(500.0), running=config)
+    assert less["changed"] and "over the SLA" in less["reason"]

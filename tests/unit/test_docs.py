@@ -12,6 +12,7 @@ SECTIONS = {
     S.Objective: "`objective`",
     S.Limits: "`limits`",
     S.Baselines: "`baselines`",
+    S.Adaptation: "`adaptation`",
     S.DeploymentSettings: "`deployment`",
     S.Stage: "`stages[]`",
     S.Variant: "`stages[].variants[]`",

@@ -118,6 +118,15 @@ def test_rim_replicas_above_cap_is_refused():
     assert "rim_replicas" in msg
 
 
+def test_adaptation_settings_name_their_path():
+    data = copy.deepcopy(GOOD)
+    data["adaptation"] = {"quantile": 0.97, "stabilisation": 0}
+    problems = dict(_errors(data))
+    assert "0.99" in problems["adaptation.quantile"]
+    assert "adaptation.stabilisation" in problems
+    assert PipelineSpec.from_dict(GOOD).adaptation.quantile == 0.99
+
+
 def test_unknown_baseline_variant():
     data = copy.deepcopy(GOOD)
     data["baselines"] = {"fa2_high": {"detect": "huge"}}

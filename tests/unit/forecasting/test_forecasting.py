@@ -84,6 +84,35 @@ def test_forecast_round_trip_and_quantile_lookup():
         f.at(0.99)
 
 
+@pytest.mark.parametrize("name", ["exp-smoothing", "lstm-quantile"])
+def test_earlier_forecasts_are_the_ones_those_decisions_would_have_made(name):
+    """The stabilisation looks back on forecasts recomputed from the rates: each must equal the forecast
+    made on the rates that decision saw, and too short a series gives as many as it can."""
+    series = synthetic(4 * 3600)
+    fitted = forecaster(name).fit(series[:-600])
+    recent = series[-300:]
+    f = fitted.forecast(recent, earlier=3, interval_s=10)
+    assert len(f.earlier) == 3
+    for i, e in enumerate(f.earlier, start=1):
+        alone = fitted.forecast(recent[: -i * 10])
+        assert e == pytest.approx(dict(alone.quantiles))
+    assert f.held(0.99, 4) == [f.earlier[2]["0.99"], f.earlier[1]["0.99"], f.earlier[0]["0.99"], f.at(0.99)]
+    assert Forecast.from_dict(f.to_dict()) == f
+    short = fitted.forecast(recent[-130:], earlier=3, interval_s=10)  # 120 s of window + 10 s: one more
+    assert len(short.earlier) == 1
+
+
+def test_spec_quantiles_are_ones_every_forecast_carries():
+    from ipa_airflow.forecasting.lstm import HEAD_QUANTILES
+    from ipa_airflow.spec import PLAN_QUANTILES, Adaptation
+
+    assert set(PLAN_QUANTILES) <= set(HEAD_QUANTILES)  # the LSTM answers them from its own heads
+    f = forecaster("reactive").fit(synthetic(3600)).forecast(synthetic(300))
+    assert set(f.quantiles) == {f"{q:g}" for q in PLAN_QUANTILES}
+    with pytest.raises(ValueError, match="choose one of them"):
+        Adaptation(quantile=0.97)
+
+
 def test_step_falls_back_to_the_last_good_forecast_then_fails_loudly():
     fitted = forecaster("reactive").fit(synthetic(3600))
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -1,0 +1,70 @@
+"""When to change the running plan: a pure decision between what runs and what the program proposes.
+
+Every switch restarts pods and, until the new ones are ready, pays for both generations, so:
+- the plan runs on until it can no longer carry the load it must plan for (capacity at the spec's
+  `max_utilisation`, or the SLA once batches are filled at that load); then the proposal replaces it;
+- any other change (cheaper, more accurate) must raise the objective by `adaptation.min_gain`; at a
+  near-tie the controller would otherwise flip between two plans every time the forecast wobbles.
+Scale-down waits on its own: the load planned for is the highest of the last `adaptation.stabilisation`
+forecasts (`held_load`), what HPA's scale-down stabilisation window does with its recommendations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .plans import Plan
+from .spec import PipelineSpec
+
+
+@dataclass(frozen=True)
+class Switch:
+    plan: Plan  # what should run next
+    changed: bool
+    reason: str
+
+
+def held_load(forecasts: Sequence[float], stabilisation: int) -> float:
+    """The load to plan for: the highest of the newest `stabilisation` forecasts (newest last)."""
+    if not forecasts:
+        raise ValueError("no forecast to plan for")
+    return max(forecasts[-stabilisation:])
+
+
+def shortfall(plan: Plan, load: float, spec: PipelineSpec) -> str | None:
+    """Why `plan` cannot carry `load` within the SLA, or None when it can."""
+    rho = spec.limits.max_utilisation
+    for s in plan.stages:
+        if s.capacity_rps * rho < load:
+            return (
+                f"stage '{s.stage}' carries {s.capacity_rps * rho:.1f} req/s at {rho:.0%} utilisation, "
+                f"below {load:.1f}"
+            )
+    fill = sum((s.batch - 1) / load for s in plan.stages if s.batch > 1) if load > 0 else 0.0
+    latency = sum(s.latency_s for s in plan.stages) + fill
+    if latency > spec.sla_s:
+        return (
+            f"takes {latency * 1000:.0f} ms at {load:.1f} req/s, over the SLA of {spec.sla_s * 1000:.0f} ms"
+        )
+    return None
+
+
+def choose(running: Plan | None, proposal: Plan, load: float, spec: PipelineSpec) -> Switch:
+    """Keep `running` or switch to `proposal`, both planned for `load`."""
+    if running is None:
+        return Switch(proposal, True, "nothing known to run")
+    if running.plan_id == proposal.plan_id:
+        return Switch(running, False, "the program proposes what runs")
+    short = shortfall(running, load, spec)
+    if short is not None:
+        return Switch(proposal, True, f"the running plan cannot carry the load: {short}")
+    gain = proposal.objective - running.objective
+    if gain >= spec.adaptation.min_gain:
+        return Switch(proposal, True, f"the proposal raises the objective by {gain:.4f}")
+    return Switch(
+        running,
+        False,
+        f"the running plan carries {load:.1f} req/s; the proposal would gain {gain:.4f} "
+        f"(< min_gain {spec.adaptation.min_gain:g})",
+    )
