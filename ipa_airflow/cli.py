@@ -506,7 +506,11 @@ def cmd_simulate(args) -> int:
     if say:
         say(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
     if args.target == "evaluate":
-        specs = [str(p) for p in sorted(Path(args.pipelines).glob("*.yaml"))]
+        specs = [
+            str(s)
+            for part in args.pipelines.split(",")
+            for s in (sorted(Path(part).glob("*.yaml")) if Path(part).is_dir() else [Path(part)])
+        ]
         report = ev.evaluate(
             specs,
             trace,
@@ -786,7 +790,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="evaluate: also summarise every policy over N random windows of the test days",
     )
-    p.add_argument("--pipelines", default=str(REPO_PROFILES / "pipelines"), help="evaluate: folder of specs")
+    p.add_argument(
+        "--pipelines",
+        default=str(REPO_PROFILES / "pipelines"),
+        help="evaluate: a folder of specs, or spec files separated by commas",
+    )
     p.add_argument("--out", default="reports/simulation", help="evaluate: report folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="write a PNG of load, accuracy, cost and p99 over time")

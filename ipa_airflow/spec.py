@@ -142,6 +142,10 @@ class Limits(_Strict):
     # Replicas are planned so that load / capacity stays at or under this: queues grow without bound as
     # utilisation nears 1, which the paper's n * h >= load ignores. 1.0 is the paper's program.
     max_utilisation: Annotated[float, Field(gt=0, le=1)] = 1.0
+    # Share of the SLA kept free when planning: the program counts batch latency and batch-filling time
+    # but not the wait for a busy replica, which pushes plans planned to the SLA's edge over it. 0.0 is
+    # the paper's program.
+    latency_headroom: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
     @field_validator("batch_sizes")
     @classmethod
@@ -257,6 +261,11 @@ class PipelineSpec(_Strict):
     @property
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]
+
+    @property
+    def latency_budget_s(self) -> float:
+        """The end-to-end latency a plan may use: the SLA less the headroom kept for queueing."""
+        return self.sla_s * (1 - self.limits.latency_headroom)
 
     @property
     def batch_sizes(self) -> list[int]:

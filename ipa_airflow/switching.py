@@ -43,9 +43,10 @@ def shortfall(plan: Plan, load: float, spec: PipelineSpec) -> str | None:
             )
     fill = sum((s.batch - 1) / load for s in plan.stages if s.batch > 1) if load > 0 else 0.0
     latency = sum(s.latency_s for s in plan.stages) + fill
-    if latency > spec.sla_s:
+    if latency > spec.latency_budget_s:
         return (
-            f"takes {latency * 1000:.0f} ms at {load:.1f} req/s, over the SLA of {spec.sla_s * 1000:.0f} ms"
+            f"it takes {latency * 1000:.0f} ms at {load:.1f} req/s, over the latency budget of "
+            f"{spec.latency_budget_s * 1000:.0f} ms"
         )
     return None
 

@@ -121,7 +121,7 @@ def plan_from_data(data: ModelData, *, solver: str = "auto") -> Plan:
     ev = evaluate(data, choice)
     if not ev.feasible:
         raise AssertionError(f"solver {solver_name} returned a plan that breaks {ev.violations}")
-    binding = ("latency_sla",) if ev.latency_s >= _BINDING_SHARE * data.sla_s else ()
+    binding = ("latency_sla",) if ev.latency_s >= _BINDING_SHARE * data.latency_budget_s else ()
     return _make_plan(data, choice, ev, True, binding, solver_name, status, elapsed, "")
 
 
@@ -198,12 +198,14 @@ def _diagnose(data: ModelData, choice: Sequence[Option]) -> tuple[list[str], str
             f"of {best.variant} at batch {best.batch}, below the load of {data.load_rps:.1f} req/s"
         )
     fastest = sum(min(o.total_latency_s for o in st.options) for st in restricted.stages if st.options)
-    if fastest > data.sla_s:
+    if fastest > data.latency_budget_s:
         binding.append("latency_sla")
-        reasons.append(
-            f"the fastest configuration takes {fastest * 1000:.1f} ms, over the SLA of "
-            f"{data.sla_s * 1000:.1f} ms"
+        budget = (
+            f"the SLA of {data.sla_s * 1000:.1f} ms"
+            if data.latency_budget_s == data.sla_s
+            else f"the latency budget of {data.latency_budget_s * 1000:.1f} ms (the SLA less its headroom)"
         )
+        reasons.append(f"the fastest configuration takes {fastest * 1000:.1f} ms, over {budget}")
     if not binding and data.max_cost is not None:
         binding.append("max_cost")
         reasons.append(f"no configuration that meets the SLA costs at most {data.max_cost:g}")

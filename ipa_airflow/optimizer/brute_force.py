@@ -56,7 +56,7 @@ def solve(data: ModelData, *, limit: int = DEFAULT_LIMIT) -> BruteForceResult:
         cost = (cost[:, None] + o_cost[None, :]).ravel()
         pen = (pen[:, None] + o_pen[None, :]).ravel()
         idx = np.concatenate([np.repeat(idx, k, axis=0), np.tile(np.arange(k), len(idx))[:, None]], axis=1)
-    ok = lat <= data.sla_s + 1e-9
+    ok = lat <= data.latency_budget_s + 1e-9
     if data.max_cost is not None:
         ok &= cost <= data.max_cost + 1e-9
     if not ok.any():

@@ -167,7 +167,7 @@ def _search(data: ModelData, stages: list[_Stage], bounds: _Bounds, lower_bound:
         c_pen = (pen[:, None] + st.pen[None, :]).ravel()
         c_parent = np.repeat(np.arange(len(lat)), m)
         c_opt = np.tile(np.arange(m), len(lat))
-        ok = c_lat + bounds.min_lat[k + 1] <= data.sla_s + 1e-9
+        ok = c_lat + bounds.min_lat[k + 1] <= data.latency_budget_s + 1e-9
         if k == len(stages) - 1:
             value = np.where(ok, bounds.weight * c_acc - c_pen, -np.inf)
             if not ok.any():

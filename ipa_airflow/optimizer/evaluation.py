@@ -43,7 +43,7 @@ def evaluate(data: ModelData, choice: Sequence[Option]) -> Evaluation:
     latency = math.fsum(o.total_latency_s for o in choice)
     objective = data.alpha * accuracy - data.beta * cost - data.gamma * batch_sum
     violations = []
-    if latency > data.sla_s + TOLERANCE:
+    if latency > data.latency_budget_s + TOLERANCE:
         violations.append("latency_sla")
     for o in choice:
         if o.capacity_rps + TOLERANCE < data.load_rps:

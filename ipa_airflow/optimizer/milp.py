@@ -53,7 +53,7 @@ def _usable_options(data: ModelData) -> dict[str, list[Option]]:
     total_min = sum(min_latency.values())
     usable = {}
     for st in data.stages:
-        budget = data.sla_s - (total_min - min_latency[st.name])
+        budget = data.latency_budget_s - (total_min - min_latency[st.name])
         usable[st.name] = [o for o in st.options if o.total_latency_s <= budget + _EPS]
     return usable
 
@@ -76,7 +76,7 @@ def add_latency_sla(prob, data, x, options) -> None:
     """Sum over stages of batch latency plus batch-filling time (b - 1) / load stays within the SLA."""
     prob += (
         pulp.lpSum(o.total_latency_s * x[s, i] for s, opts in options.items() for i, o in enumerate(opts))
-        <= data.sla_s,
+        <= data.latency_budget_s,
         "latency_sla",
     )
 

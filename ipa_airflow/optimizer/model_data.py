@@ -65,6 +65,11 @@ class ModelData:
     max_cost: float | None
     stages: tuple[StageData, ...]
     policy: Policy = field(default_factory=Policy)
+    latency_budget_s: float | None = None  # what plans may use: the SLA less the spec's latency_headroom
+
+    def __post_init__(self):
+        if self.latency_budget_s is None:
+            object.__setattr__(self, "latency_budget_s", self.sla_s)
 
     @property
     def accuracy_weight(self) -> float:
@@ -134,6 +139,7 @@ class ModelData:
             pipeline=spec.name,
             load_rps=float(load_rps),
             sla_s=spec.sla_s,
+            latency_budget_s=spec.latency_budget_s,
             alpha=spec.objective.alpha,
             beta=spec.objective.beta,
             gamma=spec.objective.gamma,

@@ -267,21 +267,21 @@ def test_the_adaptation_step_reads_what_runs_and_keeps_it_while_it_carries(video
 
     spec_path = str(PIPELINES / "video-gpu.yaml")
     assert running_config(spec_path, cluster.backend) is None  # nothing deployed yet
-    first = plan_step(spec_path, _forecast(1000.0))
+    first = plan_step(spec_path, _forecast(500.0))
     assert first["changed"] and first["reason"] == "nothing known to run"
     running = Plan.from_dict(first["plan"])
     assert _go(running, video.spec, cluster, clock).ok
     config = running_config(spec_path, cluster.backend)
     assert config == [s.config_key for s in running.stages]
 
-    same = plan_step(spec_path, _forecast(1000.0), running=config)
+    same = plan_step(spec_path, _forecast(500.0), running=config)
     assert not same["changed"] and same["plan"]["plan_id"] == running.plan_id
     # A little less load: the program proposes another plan, worth less than min_gain more.
-    near = plan_step(spec_path, _forecast(900.0), running=config)
+    near = plan_step(spec_path, _forecast(450.0), running=config)
     assert not near["changed"] and near["plan"]["plan_id"] == running.plan_id
     assert near["proposal_id"] != running.plan_id and "min_gain" in near["reason"]
-    more = plan_step(spec_path, _forecast(3000.0), running=config)
-    assert more["changed"] and "below 3000.0" in more["reason"]
-    # Far less: batches no longer fill within the SLA, so the running plan must go.
-    less = plan_step(spec_path, _forecast(500.0), running=config)
-    assert less["changed"] and "over the SLA" in less["reason"]
+    more = plan_step(spec_path, _forecast(1500.0), running=config)
+    assert more["changed"] and "below 1500.0" in more["reason"]
+    # Far less: batches no longer fill within the latency budget, so the running plan must go.
+    less = plan_step(spec_path, _forecast(100.0), running=config)
+    assert less["changed"] and "over the latency budget" in less["reason"]

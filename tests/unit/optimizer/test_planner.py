@@ -70,6 +70,22 @@ def test_impossible_sla_names_the_latency_constraint(video):
     assert all(s.batch == 1 for s in p.stages)
 
 
+@pytest.mark.parametrize("solver", ["milp", "chain", "brute"])
+def test_latency_headroom_keeps_plans_off_the_slas_edge(video, solver):
+    data = copy.deepcopy(video.spec.to_dict())
+    data["limits"]["latency_headroom"] = 0.0
+    at_edge = plan(PipelineSpec.from_dict(data), video.profiles, 131, solver=solver)
+    assert at_edge.latency_s > 0.9 * video.spec.sla_s  # at this load the best plan uses the whole SLA
+    data["limits"]["latency_headroom"] = 0.1
+    spec = PipelineSpec.from_dict(data)
+    kept = plan(spec, video.profiles, 131, solver=solver)
+    assert kept.feasible and kept.latency_s <= 0.9 * spec.sla_s + 1e-9
+    assert kept.sla_s == spec.sla_s  # the plan still reports the SLA itself
+    data["limits"]["latency_headroom"] = 0.99
+    tight = plan(PipelineSpec.from_dict(data), video.profiles, 10, solver=solver)
+    assert not tight.feasible and "latency budget of 1.0 ms" in tight.message
+
+
 def test_max_cost_guardrail(video):
     data = copy.deepcopy(video.spec.to_dict())
     data["limits"]["max_cost"] = 3
