@@ -6,6 +6,8 @@ Configuration (environment, read at parse time; no heavy work here):
   IPA_LOAD_SOURCE           'prometheus' (connection ipa_prometheus_default) or 'trace' (the default)
   IPA_TRACE                 the trace a 'trace' source replays
   IPA_CLUSTER_BACKEND       'kubernetes' (connection kubernetes_default) or 'simulated' (the default)
+  IPA_FORECASTER_URI        a registered forecaster, e.g. models:/ipa-load-forecaster/latest (what
+                            ipa_train_forecaster registers); unset: exp-smoothing fitted each run
   IPA_PLAN_QUANTILE         overrides each spec's adaptation.quantile (unset: the spec's)
 A run's `trace_second` param replays a given second of the trace (the demo steps through a window).
 """
@@ -30,6 +32,7 @@ from ipa_airflow.settings import default_specs_dir, default_trace
 SCHEDULE = os.environ.get("IPA_ADAPTATION_SCHEDULE", "* * * * *")
 SOURCE = os.environ.get("IPA_LOAD_SOURCE", "trace")
 BACKEND = os.environ.get("IPA_CLUSTER_BACKEND", "simulated")
+FORECASTER_URI = os.environ.get("IPA_FORECASTER_URI") or None
 QUANTILE = float(os.environ["IPA_PLAN_QUANTILE"]) if os.environ.get("IPA_PLAN_QUANTILE") else None
 
 with DAG(
@@ -50,6 +53,7 @@ with DAG(
                 trace=str(default_trace()),
                 trace_second="{{ params.trace_second }}",
                 spec_path=str(spec),
+                model_uri=FORECASTER_URI,
             )
             planned = IpaPlanOperator(
                 task_id="plan",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ import numpy as np
 from .cluster.desired import ANN_BATCH, ANN_PLAN, ANN_SHAPE, ANN_VARIANT, deployment_name
 from .cluster.reconcile import reconcile
 from .decisions import DecisionRecord, explain
-from .forecasting.base import Forecast
+from .forecasting.base import FittedForecaster, Forecast
+from .forecasting.mlflow_store import load_forecaster
 from .forecasting.registry import forecaster
 from .forecasting.sources import read_trace
 from .forecasting.step import forecast_step
@@ -36,6 +39,27 @@ def lookback(spec_path: str | None) -> tuple[int, int]:
     return a.stabilisation - 1, max(1, round(a.interval_s))
 
 
+def forecaster_for(
+    model: str,
+    read_history: Callable[[], np.ndarray],
+    *,
+    model_uri: str | None = None,
+    tracking_uri: str | None = None,
+) -> tuple[FittedForecaster, str]:
+    """The registered forecaster at `model_uri` when given and loadable, else `model` fitted on the
+    history `read_history` returns. The second value says why a fallback was used ("" when none was)."""
+    if model_uri:
+        try:
+            return load_forecaster(model_uri, tracking_uri=tracking_uri), ""
+        except Exception as exc:  # MLflow down or the model gone: adapt anyway, on a local fit
+            log.warning(
+                "cannot load the forecaster %s (%s); fitting %s on recent load", model_uri, exc, model
+            )
+            why = f"fallback: {model} fitted on recent load; {model_uri}: {exc}"
+            return forecaster(model).fit(read_history()), why
+    return forecaster(model).fit(read_history()), ""
+
+
 def forecast_from_trace(
     trace: str,
     *,
@@ -45,12 +69,14 @@ def forecast_from_trace(
     last_good: dict | None = None,
     now: dt.datetime | None = None,
     spec_path: str | None = None,
+    model_uri: str | None = None,
+    tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Forecast at `second` of a replayed trace, from what a controller would have seen until then."""
     series = read_trace(trace, damping=damping)
     second = second % len(series)
     history = np.roll(series, -(second + 1))[-HISTORY_S:]  # the HISTORY_S seconds ending at `second`
-    fitted = forecaster(model).fit(history)
+    fitted, why = forecaster_for(model, lambda: history, model_uri=model_uri, tracking_uri=tracking_uri)
     now = now or dt.datetime.now(dt.UTC)
     prev = Forecast.from_dict(last_good) if last_good else None
     earlier, interval_s = lookback(spec_path)
@@ -63,7 +89,7 @@ def forecast_from_trace(
         earlier=earlier,
         interval_s=interval_s,
     )
-    out = f.to_dict()
+    out = (replace(f, note=why) if why and not f.note else f).to_dict()
     out["trace_second"] = second
     out["observed_peak_next_20s"] = float(np.roll(series, -(second + 1))[:20].max())  # for the record only
     return out

@@ -42,9 +42,13 @@ class _ClusterMixin:
 
 
 class IpaForecastOperator(BaseOperator):
-    """Forecast the next interval's peak load: from Prometheus, or from a replayed trace (the demo)."""
+    """Forecast the next interval's peak load: from Prometheus, or from a replayed trace (the demo).
 
-    template_fields: Sequence[str] = ("trace", "trace_second", "query")
+    With `model_uri` (e.g. `models:/ipa-load-forecaster/latest`, what `ipa_train_forecaster` registers)
+    the registered forecaster is loaded from MLflow; without it, or when it cannot be loaded, `model` is
+    fitted on the last hours of load and the forecast's note says why."""
+
+    template_fields: Sequence[str] = ("trace", "trace_second", "query", "model_uri")
 
     def __init__(
         self,
@@ -55,24 +59,28 @@ class IpaForecastOperator(BaseOperator):
         trace_second: Any = None,
         query: str = "sum(rate(ipa_requests_total[2s]))",
         model: str = "exp-smoothing",
+        model_uri: str | None = None,
         spec_path: str | None = None,
         ipa_prometheus_conn_id: str = IpaPrometheusHook.default_conn_name,
+        ipa_mlflow_conn_id: str = IpaMlflowHook.default_conn_name,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.source, self.trace, self.damping, self.trace_second = source, trace, damping, trace_second
         self.query, self.model, self.ipa_prometheus_conn_id = query, model, ipa_prometheus_conn_id
+        self.model_uri, self.ipa_mlflow_conn_id = model_uri or None, ipa_mlflow_conn_id
         # With a spec, the forecast also carries the earlier forecasts its stabilisation looks back on.
         self.spec_path = spec_path
 
     def execute(self, context) -> dict[str, Any]:
         import datetime as dt
+        from dataclasses import replace
 
-        from ipa_airflow.adaptation import forecast_from_trace, lookback
-        from ipa_airflow.forecasting.registry import forecaster
+        from ipa_airflow.adaptation import forecast_from_trace, forecaster_for, lookback
         from ipa_airflow.forecasting.step import forecast_step
 
         now = dt.datetime.now(dt.UTC)
+        tracking_uri = IpaMlflowHook(self.ipa_mlflow_conn_id).tracking_uri if self.model_uri else None
         if self.source == "trace":
             if not self.trace:
                 raise ValueError("source='trace' needs trace= (a per-second count file)")
@@ -89,21 +97,28 @@ class IpaForecastOperator(BaseOperator):
                 model=self.model,
                 now=now,
                 spec_path=self.spec_path,
+                model_uri=self.model_uri,
+                tracking_uri=tracking_uri,
             )
         if self.source != "prometheus":
             raise ValueError(f"source must be 'trace' or 'prometheus', not {self.source!r}")
         source = IpaPrometheusHook(self.ipa_prometheus_conn_id).get_conn(self.query)
-        history = source.rates(end=now.timestamp(), window_s=3600)
-        fitted = forecaster(self.model).fit(history)
+        fitted, why = forecaster_for(
+            self.model,
+            lambda: source.rates(end=now.timestamp(), window_s=3600),
+            model_uri=self.model_uri,
+            tracking_uri=tracking_uri,
+        )
         earlier, interval_s = lookback(self.spec_path)
         window_s = fitted.window.history_s + earlier * interval_s
-        return forecast_step(
+        f = forecast_step(
             lambda: source.rates(end=now.timestamp(), window_s=window_s),
             fitted,
             now=now,
             earlier=earlier,
             interval_s=interval_s,
-        ).to_dict()
+        )
+        return (replace(f, note=why) if why and not f.note else f).to_dict()
 
 
 class IpaPlanOperator(_ClusterMixin, BaseOperator):

@@ -88,3 +88,49 @@ def test_train_register_load_and_backtest(mlflow_server, tmp_path):
     assert bt["under_prediction_rate"] == pytest.approx(
         out["metrics"]["q095_under_prediction_rate"], abs=1e-4
     )
+
+
+def test_the_forecast_task_loads_the_registered_forecaster_and_falls_back_without_mlflow(
+    mlflow_server, tmp_path, monkeypatch
+):
+    from ipa_airflow_provider.operators import IpaForecastOperator
+
+    from ipa_airflow.forecasting.registry import forecaster
+    from ipa_airflow.forecasting.sources import read_trace
+    from ipa_airflow.settings import default_trace
+    from tests.conftest import PIPELINES
+    from tests.integration.conftest import free_port
+
+    series = read_trace(default_trace(), damping=8)
+    fitted = forecaster("lstm-quantile").fit(series[:86_400])
+    from ipa_airflow.forecasting.mlflow_store import log_forecaster
+
+    _, version = log_forecaster(
+        fitted,
+        tracking_uri=mlflow_server,
+        experiment="ipa-forecasters",
+        registered_name="ipa-test-forecaster",
+        metrics={},
+        train_series=series[:86_400],
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # the hook's fallback without a connection
+
+    def run(uri):
+        op = IpaForecastOperator(
+            task_id="forecast",
+            trace=str(default_trace()),
+            trace_second=962_460,
+            model="reactive",
+            model_uri=uri,
+            spec_path=str(PIPELINES / "video-cpu.yaml"),
+        )
+        return op.execute({})
+
+    loaded = run(f"models:/ipa-test-forecaster/{version}")
+    assert loaded["model"] == "lstm-quantile" and loaded["note"] == ""
+    assert len(loaded["earlier"]) == 3 and "0.99" in loaded["quantiles"]  # stabilisation 4 in the spec
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    fallback = run(f"models:/ipa-test-forecaster/{version}")
+    assert fallback["model"] == "reactive" and fallback["note"].startswith("fallback: reactive fitted")
