@@ -117,8 +117,17 @@ def test_evaluation_on_the_shipped_trace_meets_the_bursty_target_and_summarises_
     [target] = report["targets"]
     assert target["violations_under_1pct"] and target["cost_under_60pct_of_fa2_high"] and target["beats_hpa"]
     assert {r["quantile"] for r in report["rows"]} == {0.99}
+    assert target["fa2_high_at_minimum_cost"] is False  # 2 cores is the least; fa2-high needs far more
     summary = {r["policy"]: r for r in report["random_windows"]}
     assert set(summary) == {"ipa", "fa2-high", "hpa"} and summary["ipa"]["windows"] == 2
     assert summary["fa2-high"]["cost_share_of_fa2_high_mean"] == 1.0
     assert "random 20-minute windows" in (tmp_path / "evaluation.md").read_text()
     assert (tmp_path / "video-cpu_bursty.png").stat().st_size > 10_000
+
+
+def test_minimum_cost_is_one_replica_of_the_cheapest_shape_per_stage(cpu):
+    from ipa_airflow.simulation.evaluation import minimum_cost
+
+    assert minimum_cost(cpu.spec) == 2.0  # two stages, one core each at least
+    gpu = load_pipeline(PIPELINES / "video-3stage-gpu.yaml")
+    assert minimum_cost(gpu.spec) == 3.0
