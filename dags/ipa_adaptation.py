@@ -2,7 +2,10 @@
 
 Configuration (environment, read at parse time; no heavy work here):
   IPA_SPECS_DIR             folder of pipeline specs (default: the repository's examples)
-  IPA_ADAPTATION_SCHEDULE   cron or '@continuous' (default: every minute)
+  IPA_ADAPTATION_SCHEDULE   cron or '@continuous' (default: every minute; '@continuous' with a loop)
+  IPA_ADAPTATION_LOOP_S     when set, each spec gets one task that decides every adaptation.interval_s
+                            for this many seconds (IpaAdaptationLoopOperator) instead of the four tasks
+                            of one decision per run: Airflow cannot start runs seconds apart
   IPA_LOAD_SOURCE           'prometheus' (connection ipa_prometheus_default) or 'trace' (the default)
   IPA_TRACE                 the trace a 'trace' source replays
   IPA_CLUSTER_BACKEND       'kubernetes' (connection kubernetes_default) or 'simulated' (the default)
@@ -21,6 +24,7 @@ import pendulum
 from airflow.sdk import DAG, TaskGroup, XComArg
 from ipa_airflow_provider.operators import (
     OUTCOME_KEY,
+    IpaAdaptationLoopOperator,
     IpaForecastOperator,
     IpaPlanOperator,
     IpaReconcileOperator,
@@ -29,7 +33,8 @@ from ipa_airflow_provider.operators import (
 
 from ipa_airflow.settings import default_specs_dir, default_trace
 
-SCHEDULE = os.environ.get("IPA_ADAPTATION_SCHEDULE", "* * * * *")
+LOOP_S = float(os.environ["IPA_ADAPTATION_LOOP_S"]) if os.environ.get("IPA_ADAPTATION_LOOP_S") else None
+SCHEDULE = os.environ.get("IPA_ADAPTATION_SCHEDULE", "@continuous" if LOOP_S else "* * * * *")
 SOURCE = os.environ.get("IPA_LOAD_SOURCE", "trace")
 BACKEND = os.environ.get("IPA_CLUSTER_BACKEND", "simulated")
 FORECASTER_URI = os.environ.get("IPA_FORECASTER_URI") or None
@@ -46,6 +51,19 @@ with DAG(
     tags=["ipa"],
 ) as dag:
     for spec in sorted(default_specs_dir().glob("*.yaml")):
+        if LOOP_S:
+            IpaAdaptationLoopOperator(
+                task_id=re.sub(r"[^a-zA-Z0-9_]", "_", spec.stem),
+                spec_path=str(spec),
+                duration_s=LOOP_S,
+                source=SOURCE,
+                trace=str(default_trace()),
+                trace_second="{{ params.trace_second }}",
+                model_uri=FORECASTER_URI,
+                quantile=QUANTILE,
+                cluster_backend=BACKEND,
+            )
+            continue
         with TaskGroup(group_id=re.sub(r"[^a-zA-Z0-9_]", "_", spec.stem)):
             forecast = IpaForecastOperator(
                 task_id="forecast",

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .cluster.desired import ANN_BATCH, ANN_PLAN, ANN_SHAPE, ANN_VARIANT, deployment_name
+from .cluster.desired import ANN_BATCH, ANN_SHAPE, ANN_VARIANT, deployment_name
 from .cluster.reconcile import reconcile
 from .decisions import DecisionRecord, explain
 from .forecasting.base import FittedForecaster, Forecast
@@ -23,7 +23,7 @@ from .forecasting.step import forecast_step
 from .optimizer import ConfigError, score_config
 from .optimizer import plan as solve_plan
 from .pipelines import load_pipeline
-from .plans import Plan
+from .plans import Plan, config_id
 from .spec import load_spec
 from .switching import choose, held_load
 
@@ -96,13 +96,11 @@ def forecast_from_trace(
 
 
 def current_plan_id(spec_path: str, backend) -> str | None:
-    """The plan the cluster runs now, read from the Deployments' annotations (None if mixed or absent)."""
-    spec = load_pipeline(spec_path).spec
-    ids = set()
-    for stage in spec.stage_names:
-        obj = backend.get(spec.namespace, deployment_name(spec.name, stage))
-        ids.add(None if obj is None else obj["metadata"].get("annotations", {}).get(ANN_PLAN))
-    return ids.pop() if len(ids) == 1 else None
+    """The id of the configuration the cluster runs now, as a Plan with that configuration would have it
+    (None when a stage has no Deployment of ours). Computed from what each stage runs rather than read from
+    the plan-id annotation, which only stages that changed carry forward."""
+    config = running_config(spec_path, backend)
+    return None if config is None else config_id(load_spec(spec_path).name, config)
 
 
 def running_config(spec_path: str, backend) -> list[tuple] | None:

@@ -485,6 +485,11 @@ def cmd_manifests(args) -> int:
 
 
 # ---- simulate ---------------------------------------------------------------------------------------
+def _adaptation_overrides(args) -> dict:
+    out = {"quantile": args.quantile, "interval_s": args.interval}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def cmd_simulate(args) -> int:
     from .forecasting.sources import read_trace
     from .settings import default_trace
@@ -519,7 +524,7 @@ def cmd_simulate(args) -> int:
             model=args.forecaster,
             progress=say,
             policies=args.policies.split(","),
-            quantile=args.quantile,
+            adaptation=_adaptation_overrides(args),
             random_windows=args.random_windows,
         )
         if args.json:
@@ -538,7 +543,13 @@ def cmd_simulate(args) -> int:
     results = {}
     for policy in args.policy.split(","):
         results[policy] = ev.run_case(
-            args.target, trace, pieces, policy, fitted=fitted, seed=args.seed, quantile=args.quantile
+            args.target,
+            trace,
+            pieces,
+            policy,
+            fitted=fitted,
+            seed=args.seed,
+            adaptation=_adaptation_overrides(args),
         )
     if args.plot:
         ev.plot_case(results, f"{Path(args.target).stem}: {args.pattern or pieces}", Path(args.plot))
@@ -783,6 +794,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forecaster", default="lstm-quantile")
     p.add_argument(
         "--quantile", type=float, help="provision for this forecast quantile instead of each spec's"
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        help="decide every this many seconds instead of each spec's adaptation.interval_s",
     )
     p.add_argument(
         "--random-windows",

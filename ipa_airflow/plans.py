@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,6 +45,12 @@ class StagePlan:
         )
 
 
+def config_id(pipeline: str, config: Sequence[Sequence[Any]]) -> str:
+    """The id of a configuration: one `StagePlan.config_key` per stage, in stage order."""
+    blob = json.dumps([pipeline, [list(c) for c in config]])
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class Plan:
     pipeline: str
@@ -69,8 +75,7 @@ class Plan:
     @property
     def plan_id(self) -> str:
         """Stable id of the configuration (not of the numbers around it): equal plans, equal ids."""
-        blob = json.dumps([self.pipeline, [list(s.config_key) for s in self.stages]])
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return config_id(self.pipeline, [s.config_key for s in self.stages])
 
     def stage(self, name: str) -> StagePlan:
         for s in self.stages:

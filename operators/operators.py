@@ -1,7 +1,8 @@
 """Operators: templated arguments in, one engine call, plain JSON out (through XCom).
 
-The adaptation step is four operators along the data-flow arrows (forecast, plan, reconcile, record);
-profiling is one operator in-process, or a pod on a GPU node (`gpu_profile_pod`).
+The adaptation step is four operators along the data-flow arrows (forecast, plan, reconcile, record), or
+one operator that runs them on a short cadence for a while (`IpaAdaptationLoopOperator`); profiling is
+one operator in-process, or a pod on a GPU node (`gpu_profile_pod`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ class IpaForecastOperator(BaseOperator):
         # With a spec, the forecast also carries the earlier forecasts its stabilisation looks back on.
         self.spec_path = spec_path
 
+    def _trace_second(self, context) -> int:
+        """The second of the trace this run stands for (checked after templating)."""
+        if not self.trace:
+            raise ValueError("source='trace' needs trace= (a per-second count file)")
+        if self.trace_second not in (None, "", "None"):
+            return int(self.trace_second)
+        return int(context["logical_date"].timestamp())
+
+    def _prometheus(self):
+        if self.source != "prometheus":
+            raise ValueError(f"source must be 'trace' or 'prometheus', not {self.source!r}")
+        return IpaPrometheusHook(self.ipa_prometheus_conn_id).get_conn(self.query)
+
     def execute(self, context) -> dict[str, Any]:
         import datetime as dt
         from dataclasses import replace
@@ -82,27 +96,17 @@ class IpaForecastOperator(BaseOperator):
         now = dt.datetime.now(dt.UTC)
         tracking_uri = IpaMlflowHook(self.ipa_mlflow_conn_id).tracking_uri if self.model_uri else None
         if self.source == "trace":
-            if not self.trace:
-                raise ValueError("source='trace' needs trace= (a per-second count file)")
-            # Checked after templating: the second of the trace this run stands for.
-            second = (
-                int(self.trace_second)
-                if self.trace_second not in (None, "", "None")
-                else int(context["logical_date"].timestamp())
-            )
             return forecast_from_trace(
                 self.trace,
                 damping=self.damping,
-                second=second,
+                second=self._trace_second(context),
                 model=self.model,
                 now=now,
                 spec_path=self.spec_path,
                 model_uri=self.model_uri,
                 tracking_uri=tracking_uri,
             )
-        if self.source != "prometheus":
-            raise ValueError(f"source must be 'trace' or 'prometheus', not {self.source!r}")
-        source = IpaPrometheusHook(self.ipa_prometheus_conn_id).get_conn(self.query)
+        source = self._prometheus()
         fitted, why = forecaster_for(
             self.model,
             lambda: source.rates(end=now.timestamp(), window_s=3600),
@@ -212,6 +216,87 @@ class IpaReconcileOperator(_ClusterMixin, BaseOperator):
                 f"reconcile did not complete: {[(o['stage'], o['status']) for o in result['stages']]}"
             )
         return result
+
+
+class IpaAdaptationLoopOperator(_ClusterMixin, IpaForecastOperator):
+    """Forecast -> plan -> reconcile -> record every `adaptation.interval_s` of the spec, for `duration_s`,
+    inside this one task: the cadence bursts need and Airflow's scheduler cannot give a DAG. The load and
+    forecaster arguments are IpaForecastOperator's. Every decision goes to MLflow as the four-task DAG's
+    do; returns how many decisions and changes it made."""
+
+    template_fields: Sequence[str] = (*IpaForecastOperator.template_fields, "spec_path")
+
+    def __init__(
+        self,
+        *,
+        spec_path: str,
+        duration_s: float = 600.0,
+        quantile: float | None = None,
+        policy: str = "ipa",
+        cluster_backend: str = "simulated",
+        kubernetes_conn_id: str | None = None,
+        simulated_state_file: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(spec_path=spec_path, **kwargs)
+        self.duration_s, self.quantile, self.policy = duration_s, quantile, policy
+        self.cluster_backend, self.kubernetes_conn_id = cluster_backend, kubernetes_conn_id
+        self.simulated_state_file = simulated_state_file
+
+    def _rates(self, context):
+        """read_rates(window_s) for the loop, and the history to fit a forecaster on."""
+        import time
+
+        from ipa_airflow.adaptation import HISTORY_S
+        from ipa_airflow.forecasting.sources import TraceReplay, read_trace
+
+        if self.source == "trace":
+            second = self._trace_second(context)
+            replay = TraceReplay(read_trace(self.trace, damping=self.damping), origin=time.time() - second)
+        else:
+            replay = self._prometheus()
+        window = HISTORY_S if self.source == "trace" else 3600
+        return (
+            lambda window_s: replay.rates(end=time.time(), window_s=window_s),
+            lambda: replay.rates(end=time.time(), window_s=window),
+        )
+
+    def execute(self, context) -> dict[str, Any]:
+        from ipa_airflow.adaptation import forecaster_for
+        from ipa_airflow.control_loop import run_loop
+        from ipa_airflow.decisions import log_decision
+        from ipa_airflow.settings import load_settings
+
+        mlflow = IpaMlflowHook(self.ipa_mlflow_conn_id)
+        registry = mlflow.get_conn()
+        experiment = load_settings(tracking_uri=registry.tracking_uri).mlflow.decisions_experiment
+        read_rates, read_history = self._rates(context)
+        fitted, why = forecaster_for(
+            self.model, read_history, model_uri=self.model_uri, tracking_uri=mlflow.tracking_uri
+        )
+        if why:
+            self.log.warning(why)
+
+        def record(rec) -> None:
+            log_decision(
+                rec,
+                tracking_uri=registry.tracking_uri,
+                experiment=experiment,
+                artifact_root=registry.artifact_root,
+            )
+            self.log.info("%s", rec.why)
+
+        summary = run_loop(
+            self.spec_path,
+            read_rates=read_rates,
+            fitted=fitted,
+            backend=self.backend(),
+            duration_s=self.duration_s,
+            record=record,
+            quantile=self.quantile,
+            policy=self.policy,
+        )
+        return summary.to_dict()
 
 
 OUTCOME_KEY = "outcome"  # what IpaReconcileOperator did: its result, or {"skipped": True, "reason": ...}

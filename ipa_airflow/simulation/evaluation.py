@@ -11,6 +11,7 @@ import numpy as np
 from ..forecasting.registry import forecaster as make_forecaster
 from ..forecasting.sources import SECONDS_PER_DAY
 from ..pipelines import load_pipeline
+from ..spec import Adaptation, PipelineSpec
 from .patterns import Pattern, find_patterns
 from .policies import make_policy
 from .simulator import SimResult, Simulator
@@ -44,15 +45,24 @@ def run_case(
     *,
     fitted,
     seed: int = 0,
-    quantile: float | None = None,
+    adaptation: dict | None = None,
 ) -> SimResult:
-    """One pipeline, window and policy. `quantile` overrides the spec's adaptation.quantile."""
+    """One pipeline, window and policy. `adaptation` overrides fields of the spec's adaptation section
+    (e.g. {"quantile": 0.95, "interval_s": 60})."""
     pipeline = load_pipeline(spec_path)
+    spec = with_adaptation(pipeline.spec, adaptation)
     counts = np.concatenate([trace[s : s + d] for s, d in pieces])
     start = pieces[0][0]
     history = trace[max(0, start - HISTORY_S) : start]
-    pol = make_policy(policy, pipeline.spec, pipeline.profiles, fitted, quantile)
-    return Simulator(pipeline.spec, pipeline.profiles, counts, pol, history=history, seed=seed).run()
+    pol = make_policy(policy, spec, pipeline.profiles, fitted)
+    return Simulator(spec, pipeline.profiles, counts, pol, history=history, seed=seed).run()
+
+
+def with_adaptation(spec: PipelineSpec, overrides: dict | None) -> PipelineSpec:
+    """The spec with some adaptation settings replaced, validated as the spec's own would be."""
+    if not overrides:
+        return spec
+    return spec.model_copy(update={"adaptation": Adaptation(**{**spec.adaptation.model_dump(), **overrides})})
 
 
 def plot_case(results: dict[str, SimResult], title: str, path: Path) -> Path:
@@ -92,7 +102,7 @@ def evaluate(
     seed: int = 0,
     fitted=None,
     progress=None,
-    quantile: float | None = None,
+    adaptation: dict | None = None,
     random_windows: int = 0,
     model: str = "lstm-quantile",
 ) -> dict:
@@ -103,8 +113,8 @@ def evaluate(
     found = test_patterns(trace)
     rows = []
     for spec_path in spec_paths:
-        spec = load_pipeline(spec_path).spec
-        name, q = spec.name, quantile or spec.adaptation.quantile
+        spec = with_adaptation(load_pipeline(spec_path).spec, adaptation)
+        name, q = spec.name, spec.adaptation.quantile
         floor = minimum_cost(spec)
         for pattern in patterns or found:
             p = found[pattern]
@@ -112,10 +122,19 @@ def evaluate(
             for policy in policies:
                 if progress:
                     progress(f"{name} / {pattern} / {policy}")
-                r = run_case(spec_path, trace, p.pieces, policy, fitted=fitted, seed=seed, quantile=quantile)
+                r = run_case(
+                    spec_path, trace, p.pieces, policy, fitted=fitted, seed=seed, adaptation=adaptation
+                )
                 results[policy] = r
                 rows.append(
-                    {"pipeline": name, "pattern": pattern, "quantile": q, "min_cost": floor, **r.summary()}
+                    {
+                        "pipeline": name,
+                        "pattern": pattern,
+                        "quantile": q,
+                        "interval_s": spec.adaptation.interval_s,
+                        "min_cost": floor,
+                        **r.summary(),
+                    }
                 )
             plot_case(results, f"{name}, {pattern} window", out / f"{name}_{pattern}.png")
     robustness = []
@@ -124,11 +143,11 @@ def evaluate(
         for spec_path in spec_paths:
             if progress:
                 progress(f"{load_pipeline(spec_path).spec.name} / {random_windows} random windows")
-            robustness += window_summary(spec_path, trace, windows, policies, fitted, seed, quantile)
+            robustness += window_summary(spec_path, trace, windows, policies, fitted, seed, adaptation)
     report = {
         "forecaster": fitted.name,
         "forecaster_fit_s": round(fit_s, 2),
-        "quantile": quantile,
+        "adaptation_overrides": adaptation or {},
         "seed": seed,
         "patterns": {k: v.to_dict() for k, v in found.items()},
         "rows": rows,
@@ -155,12 +174,14 @@ def random_test_windows(trace: np.ndarray, n: int, *, seed: int = 0, window_s: i
     return sorted(starts)
 
 
-def window_summary(spec_path, trace, starts, policies, fitted, seed, quantile) -> list[dict]:
+def window_summary(spec_path, trace, starts, policies, fitted, seed, adaptation) -> list[dict]:
     """Per policy over many windows: mean and worst violation rate, windows over 1 %, mean accuracy and
     cost, and cost as a share of fa2-high's in the same window."""
     per = {
         p: [
-            run_case(spec_path, trace, ((s, 1200),), p, fitted=fitted, seed=seed, quantile=quantile).summary()
+            run_case(
+                spec_path, trace, ((s, 1200),), p, fitted=fitted, seed=seed, adaptation=adaptation
+            ).summary()
             for s in starts
         ]
         for p in policies
@@ -225,9 +246,11 @@ def targets(rows: list[dict]) -> list[dict]:
 
 def markdown(report: dict) -> str:
     q = sorted({r.get("quantile") for r in report["rows"]} - {None})
+    every = sorted({r.get("interval_s") for r in report["rows"]} - {None})
     lines = [
         f"Forecaster {report['forecaster']}, provisioning for its "
-        f"{' / '.join(f'{x:g}' for x in q)} quantile; seed {report['seed']}.",
+        f"{' / '.join(f'{x:g}' for x in q)} quantile, deciding every "
+        f"{' / '.join(f'{x:g}' for x in every)} s; seed {report['seed']}.",
         "",
         "| pipeline | pattern | policy | SLA violations | p99 s | seconds p99 in SLA | accuracy (PAS) "
         "| cost | reconfigs | solver s | wall s |",

@@ -111,6 +111,47 @@ def test_adaptation_runs_record_decisions_and_skip_unchanged_plans(dagbag, ipa_e
     print(f"one adaptation DAG run (2 pipelines): {wall:.1f} s wall")
 
 
+def test_loop_mode_gives_each_spec_one_task_that_decides_on_the_specs_cadence(
+    airflow_db, ipa_env, mlflow_server
+):
+    from mlflow import MlflowClient
+
+    parse = (
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        "bag = DagBag('dags')\n"
+        "dag = bag.dags['ipa_adaptation']\n"
+        "print(bag.import_errors, sorted(t.task_id for t in dag.tasks), type(dag.timetable).__name__)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", parse],
+        cwd=REPO,
+        env={**os.environ, "IPA_ADAPTATION_LOOP_S": "600"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "{} ['video_3stage_gpu', 'video_cpu', 'video_gpu'] ContinuousTimetable" in out.stdout
+
+    from ipa_airflow_provider.operators import IpaAdaptationLoopOperator
+
+    op = IpaAdaptationLoopOperator(
+        task_id="video_gpu",
+        spec_path=str(REPO / "profiles" / "pipelines" / "video-gpu.yaml"),
+        duration_s=1,  # one decision: the cadence itself is tested on a fake clock in the unit tests
+        trace=str(REPO / "data" / "traces" / "twitter_trace_rps_days00-13.txt.gz"),
+        trace_second=40_000,
+    )
+    summary = op.execute({})
+    assert summary == {"decisions": 1, "changes": 1, "skipped": [], "failed_reconciles": 0}
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name("ipa-decisions")
+    [run] = client.search_runs(
+        [exp.experiment_id], filter_string="tags.`ipa.pipeline` = 'video-gpu'", max_results=1
+    )
+    assert run.data.tags["ipa.changed"] == "true"
+
+
 @pytest.fixture(scope="module")
 def receiver(airflow_db, dagbag):
     """The plugin's FastAPI app served by uvicorn, with the DAGs (and so their assets) in the database."""
