@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +18,21 @@ from .forecasting.base import FittedForecaster, Forecast
 from .forecasting.mlflow_store import load_forecaster
 from .forecasting.registry import forecaster
 from .forecasting.sources import read_trace
-from .forecasting.step import forecast_step
+from .forecasting.step import forecast_for
 from .optimizer import ConfigError, score_config
 from .optimizer import plan as solve_plan
 from .pipelines import load_pipeline
 from .plans import Plan, config_id
-from .spec import load_spec
+from .spec import Adaptation, load_spec
 from .switching import choose, held_load
 
 log = logging.getLogger(__name__)
 HISTORY_S = 6 * 3600  # what a forecaster without a registered model is fitted on, before each decision
 
 
-def lookback(spec_path: str | None) -> tuple[int, int]:
-    """How many earlier forecasts, how many seconds apart, the spec's stabilisation compares."""
-    if spec_path is None:
-        return 0, 10
-    a = load_spec(spec_path).adaptation
-    return a.stabilisation - 1, max(1, round(a.interval_s))
+def adaptation_of(spec_path: str | None) -> Adaptation | None:
+    """The spec's adaptation settings (None without a spec: a forecast with no look-back)."""
+    return load_spec(spec_path).adaptation if spec_path else None
 
 
 def forecaster_for(
@@ -78,29 +74,31 @@ def forecast_from_trace(
     history = np.roll(series, -(second + 1))[-HISTORY_S:]  # the HISTORY_S seconds ending at `second`
     fitted, why = forecaster_for(model, lambda: history, model_uri=model_uri, tracking_uri=tracking_uri)
     now = now or dt.datetime.now(dt.UTC)
-    prev = Forecast.from_dict(last_good) if last_good else None
-    earlier, interval_s = lookback(spec_path)
-    window_s = fitted.window.history_s + earlier * interval_s
-    f = forecast_step(
-        lambda: history[-window_s:],
+    f = forecast_for(
+        lambda window_s: history[-window_s:],
         fitted,
         now=now,
-        last_good=prev,
-        earlier=earlier,
-        interval_s=interval_s,
+        adaptation=adaptation_of(spec_path),
+        last_good=Forecast.from_dict(last_good) if last_good else None,
+        note=why,
     )
-    out = (replace(f, note=why) if why and not f.note else f).to_dict()
+    out = f.to_dict()
     out["trace_second"] = second
     out["observed_peak_next_20s"] = float(np.roll(series, -(second + 1))[:20].max())  # for the record only
     return out
 
 
 def current_plan_id(spec_path: str, backend) -> str | None:
-    """The id of the configuration the cluster runs now, as a Plan with that configuration would have it
-    (None when a stage has no Deployment of ours). Computed from what each stage runs rather than read from
-    the plan-id annotation, which only stages that changed carry forward."""
+    """The id of the configuration the cluster runs now (see `running`)."""
+    return running(spec_path, backend)[1]
+
+
+def running(spec_path: str, backend) -> tuple[list[tuple] | None, str | None]:
+    """What runs (`running_config`) and its id, as a Plan with that configuration would have it; (None,
+    None) when a stage has no Deployment of ours. The id is computed from what each stage runs rather
+    than read from the plan-id annotation, which only stages that changed carry forward."""
     config = running_config(spec_path, backend)
-    return None if config is None else config_id(load_spec(spec_path).name, config)
+    return config, None if config is None else config_id(load_spec(spec_path).name, config)
 
 
 def running_config(spec_path: str, backend) -> list[tuple] | None:

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .adaptation import current_plan_id, decision, lookback, plan_step, reconcile_step, running_config
+from .adaptation import adaptation_of, decision, plan_step, reconcile_step, running
 from .decisions import DecisionRecord
 from .forecasting.base import FittedForecaster, Forecast
 from .forecasting.sources import LoadSourceError
-from .forecasting.step import forecast_step
+from .forecasting.step import forecast_for
 
 log = logging.getLogger(__name__)
 
@@ -60,39 +60,31 @@ def run_loop(
     `read_rates(window_s)` returns the last `window_s` per-second rates. A tick whose load cannot be read
     (and has no fresh last forecast) is skipped and said so; a reconcile that fails is logged and the
     next tick tries again from what the cluster then runs."""
-    earlier, interval_s = lookback(spec_path)
-    window_s = fitted.window.history_s + earlier * interval_s
+    adaptation = adaptation_of(spec_path)
     summary, last_good = LoopSummary(), None
     start = clock()
     tick = start
     while True:
         try:
-            f = forecast_step(
-                lambda: read_rates(window_s),
-                fitted,
-                now=now(),
-                last_good=last_good,
-                earlier=earlier,
-                interval_s=interval_s,
-            )
+            f = forecast_for(read_rates, fitted, now=now(), adaptation=adaptation, last_good=last_good)
         except LoadSourceError as exc:
             log.warning("no decision at %.0f s: %s", tick - start, exc)
             summary.skipped.append(f"{tick - start:.0f} s: {exc}")
         else:
             last_good = f if not f.note else last_good
             _decide(spec_path, f, backend, record, quantile, policy, summary, clock=clock, sleep=sleep)
-        tick += interval_s
+        tick += adaptation.spacing_s
         if tick - start >= duration_s:
             return summary
         sleep(max(0.0, tick - clock()))
 
 
 def _decide(spec_path, f: Forecast, backend, record, quantile, policy, summary: LoopSummary, **waits) -> None:
-    previous = current_plan_id(spec_path, backend)
+    config, previous = running(spec_path, backend)
     out = plan_step(
         spec_path,
         f.to_dict(),
-        running=running_config(spec_path, backend) if previous else None,
+        running=config,
         quantile=quantile,
         policy=policy,
     )

@@ -185,6 +185,11 @@ class Adaptation(_Strict):
     # restarts pods).
     min_gain: NonNegative = 0.005
 
+    @property
+    def spacing_s(self) -> int:
+        """interval_s in whole seconds (at least 1): the step between the forecasts compared."""
+        return max(1, round(self.interval_s))
+
     @field_validator("quantile")
     @classmethod
     def _known_quantile(cls, v: float) -> float:
@@ -261,6 +266,10 @@ class PipelineSpec(_Strict):
     @property
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]
+
+    def replica_cost(self, resources: Resources) -> float:
+        """What one replica given `resources` costs, in the spec's cost units."""
+        return resources.units * self.cost_per_unit.get(resources.kind, 1.0)
 
     @property
     def latency_budget_s(self) -> float:

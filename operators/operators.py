@@ -88,10 +88,9 @@ class IpaForecastOperator(BaseOperator):
 
     def execute(self, context) -> dict[str, Any]:
         import datetime as dt
-        from dataclasses import replace
 
-        from ipa_airflow.adaptation import forecast_from_trace, forecaster_for, lookback
-        from ipa_airflow.forecasting.step import forecast_step
+        from ipa_airflow.adaptation import adaptation_of, forecast_from_trace, forecaster_for
+        from ipa_airflow.forecasting.step import forecast_for
 
         now = dt.datetime.now(dt.UTC)
         tracking_uri = IpaMlflowHook(self.ipa_mlflow_conn_id).tracking_uri if self.model_uri else None
@@ -113,16 +112,13 @@ class IpaForecastOperator(BaseOperator):
             model_uri=self.model_uri,
             tracking_uri=tracking_uri,
         )
-        earlier, interval_s = lookback(self.spec_path)
-        window_s = fitted.window.history_s + earlier * interval_s
-        f = forecast_step(
-            lambda: source.rates(end=now.timestamp(), window_s=window_s),
+        return forecast_for(
+            lambda window_s: source.rates(end=now.timestamp(), window_s=window_s),
             fitted,
             now=now,
-            earlier=earlier,
-            interval_s=interval_s,
-        )
-        return (replace(f, note=why) if why and not f.note else f).to_dict()
+            adaptation=adaptation_of(self.spec_path),
+            note=why,
+        ).to_dict()
 
 
 class IpaPlanOperator(_ClusterMixin, BaseOperator):
@@ -150,15 +146,14 @@ class IpaPlanOperator(_ClusterMixin, BaseOperator):
         self.simulated_state_file, self.ipa_mlflow_conn_id = simulated_state_file, ipa_mlflow_conn_id
 
     def execute(self, context) -> dict[str, Any]:
-        from ipa_airflow.adaptation import current_plan_id, plan_step, running_config
+        from ipa_airflow.adaptation import plan_step, running
 
         registry = IpaMlflowHook(self.ipa_mlflow_conn_id).get_conn() if self.ipa_mlflow_conn_id else None
-        backend = self.backend()
-        previous = current_plan_id(self.spec_path, backend)
+        config, previous = running(self.spec_path, self.backend())
         out = plan_step(
             self.spec_path,
             self.forecast,
-            running=running_config(self.spec_path, backend) if previous else None,
+            running=config,
             quantile=self.quantile,
             policy=self.policy,
             registry=registry,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
-from ..spec import PLAN_QUANTILES
+from ..spec import PLAN_QUANTILES, Adaptation
 from .base import FittedForecaster, Forecast
 from .sources import LoadSourceError
 
@@ -65,3 +66,30 @@ def forecast_step(
             now.isoformat(timespec="seconds"),
             note=f"fallback: reactive estimate; {exc}",
         )
+
+
+def forecast_for(
+    read_rates: Callable[[int], np.ndarray],
+    fitted: FittedForecaster,
+    *,
+    now: dt.datetime,
+    adaptation: Adaptation | None = None,
+    last_good: Forecast | None = None,
+    note: str = "",
+    quantiles=PLAN_QUANTILES,
+) -> Forecast:
+    """`forecast_step` for a controller: `read_rates(window_s)` is asked for the model's window plus the
+    look-back the adaptation's stabilisation compares, and the forecast carries those earlier forecasts.
+    `note` (why this forecaster is a fallback) is kept unless the step had its own."""
+    earlier, spacing = (adaptation.stabilisation - 1, adaptation.spacing_s) if adaptation else (0, 10)
+    window_s = fitted.window.history_s + earlier * spacing
+    f = forecast_step(
+        lambda: read_rates(window_s),
+        fitted,
+        now=now,
+        last_good=last_good,
+        quantiles=quantiles,
+        earlier=earlier,
+        interval_s=spacing,
+    )
+    return replace(f, note=note) if note and not f.note else f

@@ -114,7 +114,7 @@ class ModelData:
                     profile = profiles.get(
                         variant.profile_id(shape), wanted_by=f"{stage.name}/{variant.name}"
                     )
-                    unit_cost = shape.resources.units * spec.cost_per_unit.get(shape.resources.kind, 1.0)
+                    unit_cost = spec.replica_cost(shape.resources)
                     for b in spec.batch_sizes:
                         if profile.is_extrapolated(b):
                             continue  # never trust a curve past the largest measured batch

@@ -210,12 +210,7 @@ def window_summary(spec_path, trace, starts, policies, fitted, seed, adaptation)
 def minimum_cost(spec) -> float:
     """What the pipeline costs at the least: one replica of its cheapest shape per stage."""
     return sum(
-        min(
-            sh.resources.units * spec.cost_per_unit.get(sh.resources.kind, 1.0)
-            for v in st.variants
-            for sh in v.shapes
-        )
-        for st in spec.stages
+        min(spec.replica_cost(sh.resources) for v in st.variants for sh in v.shapes) for st in spec.stages
     )
 
 

@@ -9,6 +9,7 @@ observed so far (never the future) and the plan in force, and returns the next p
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..forecasting.base import FittedForecaster
+from ..forecasting.step import forecast_for
 from ..optimizer import plan as solve
 from ..optimizer import score_config
 from ..optimizer.policies import POLICIES, Policy, policy_for
@@ -23,6 +25,8 @@ from ..plans import Plan
 from ..profiles import ProfileSet
 from ..spec import PipelineSpec
 from ..switching import choose, held_load
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # simulated forecasts need no wall-clock issue time
 
 
 @dataclass
@@ -51,13 +55,11 @@ class PlannedPolicy:
 
     def decide(self, now: float, observed: np.ndarray) -> Decision:
         a = self.spec.adaptation
-        f = self.forecaster.forecast(
-            observed[-(self.forecaster.window.history_s + (a.stabilisation - 1) * round(a.interval_s)) :],
-            quantiles=(self.quantile or a.quantile,),
-            earlier=a.stabilisation - 1,
-            interval_s=round(a.interval_s),
+        q = self.quantile or a.quantile
+        f = forecast_for(
+            lambda window_s: observed[-window_s:], self.forecaster, now=_EPOCH, adaptation=a, quantiles=(q,)
         )
-        load = held_load(f.held(self.quantile or a.quantile, a.stabilisation), a.stabilisation)
+        load = held_load(f.held(q, a.stabilisation), a.stabilisation)
         proposal = solve(self.spec, self.profiles, load, policy=self.name)
         self.current = choose(self.current, proposal, load, self.spec).plan
         return Decision(self.current, load, proposal.solve_time_s)
