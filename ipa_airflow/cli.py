@@ -302,6 +302,7 @@ def _render_forecast_rows(rows) -> None:
         "RMSE",
         "under-prediction",
         "over-provisioning",
+        "under on rises",
         "fit s",
         "predict us",
     ):
@@ -319,6 +320,7 @@ def _render_forecast_rows(rows) -> None:
             f"{r['rmse']:.2f}",
             f"{r['under_prediction_rate']:.1%}",
             f"{r['mean_over_provisioning']:+.1%}",
+            f"{r['under_prediction_rate_on_rises']:.0%} of {r['rises']}",
             f"{r.get('fit_s', 0):.1f}",
             f"{r.get('predict_us_per_decision', 0):.1f}",
         )
@@ -361,7 +363,7 @@ def _render_frontier(front: dict) -> None:
     table.add_column("forecasts", justify="left")
     for u in front["under_rates"]:
         table.add_column(f"{u:.0%} under", justify="right")
-    for name, curve in [*front["curves"].items(), ("floor: knows the next mean rate", front["floor"])]:
+    for name, curve in [*front["curves"].items(), *front["oracles"].items()]:
         table.add_row(name, *(f"{c:+.1%}" for c in curve))
     _console().print(table)
 
@@ -385,6 +387,7 @@ def cmd_forecast_train(args) -> int:
                 f"{tag}_mape": r.mape,
                 f"{tag}_under_prediction_rate": r.under_prediction_rate,
                 f"{tag}_mean_over_provisioning": r.mean_over_provisioning,
+                f"{tag}_under_prediction_rate_on_rises": r.under_prediction_rate_on_rises,
             }
         )
     registry = _registry(args.tracking_uri)

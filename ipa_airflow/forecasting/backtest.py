@@ -8,7 +8,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .base import FittedForecaster
-from .windows import WindowSpec, samples
+from .frontier import future_mean
+from .windows import MEAN, WindowSpec, samples
+
+# A rise: the next interval's mean rate is this much above the mean of the last interval's length.
+# Rises are rare and are where SLA violations come from, so they are scored on their own.
+RISE = 1.2
 
 
 @dataclass(frozen=True)
@@ -20,6 +25,8 @@ class BacktestResult:
     rmse: float
     under_prediction_rate: float  # share of intervals whose true peak exceeded the forecast
     mean_over_provisioning: float  # mean of forecast / actual - 1
+    rises: int  # decisions before a rise (see RISE)
+    under_prediction_rate_on_rises: float  # share of those whose true peak exceeded the forecast
     fit_s: float
     predict_us_per_decision: float
 
@@ -27,14 +34,19 @@ class BacktestResult:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
-def evaluate(forecasts: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+def evaluate(forecasts: np.ndarray, actual: np.ndarray, rising: np.ndarray | None = None) -> dict:
+    """The backtest's scores; `rising` marks the decisions before a rise (see `rises`)."""
     ok = actual > 0
     f, a = forecasts[ok], actual[ok]
+    rising = np.zeros(len(actual), dtype=bool) if rising is None else rising
+    missed = actual > forecasts + 1e-9
     return {
         "mape": float(np.mean(np.abs(f - a) / a)),
         "rmse": float(np.sqrt(np.mean((forecasts - actual) ** 2))),
-        "under_prediction_rate": float(np.mean(actual > forecasts + 1e-9)),
+        "under_prediction_rate": float(np.mean(missed)),
         "mean_over_provisioning": float(np.mean(f / a - 1)),
+        "rises": int(rising.sum()),
+        "under_prediction_rate_on_rises": float(np.mean(missed[rising])) if rising.any() else 0.0,
     }
 
 
@@ -46,11 +58,18 @@ def held_out_samples(history: np.ndarray, test: np.ndarray, window: WindowSpec):
     return series, X, y
 
 
+def rises(series: np.ndarray, X: np.ndarray, window: WindowSpec) -> np.ndarray:
+    """Which of held_out_samples' decisions come before a rise of the mean rate by RISE or more."""
+    decisions = window.history_s + window.bin_s * np.arange(len(X))  # samples() starts at a full window
+    before = X[:, -window.horizon_bins :, MEAN].mean(axis=1)
+    return future_mean(series, decisions, window.horizon_s) > RISE * np.maximum(before, 1e-9)
+
+
 def backtest(
     fitted: FittedForecaster, history: np.ndarray, test: np.ndarray, *, quantile: float | None = None
 ) -> BacktestResult:
     """Decisions at every bin boundary of `test`; the window may reach back into `history`."""
-    _, X, y = held_out_samples(history, test, fitted.window)
+    series, X, y = held_out_samples(history, test, fitted.window)
     t0 = time.perf_counter()
     f = fitted.predict(X) if quantile is None else fitted.quantile(X, quantile)
     elapsed = time.perf_counter() - t0
@@ -60,5 +79,5 @@ def backtest(
         decisions=len(y),
         fit_s=fitted.fit_s,
         predict_us_per_decision=elapsed / max(len(y), 1) * 1e6,
-        **evaluate(f, y),
+        **evaluate(f, y, rises(series, X, fitted.window)),
     )

@@ -182,17 +182,20 @@ class Forecaster(Protocol):
 
 
 def fit_with_calibration(
-    name: str, window: WindowSpec, series: np.ndarray, fit_predict_fn
+    name: str, window: WindowSpec, series: np.ndarray, fit_predict_fn, *, conformal: bool = True
 ) -> FittedForecaster:
     """Fit on all but the last tenth of `series`, calibrate the quantiles on that tenth.
 
     `fit_predict_fn(train)` returns (predict_fn, params) or (predict_fn, params, heads, module), where
-    heads is None or (levels, fn) for models that predict quantiles themselves.
+    heads is None or (levels, fn) for models that predict quantiles themselves. A model whose heads are
+    already empirical quantiles of its own errors, with too few parameters to overfit, passes
+    `conformal=False`: it fits on the whole series and keeps its heads, which a one-tenth calibration
+    split would only make noisier.
     """
     t0 = time.perf_counter()
     cut = int(len(series) * (1 - _CALIBRATION_SHARE))
     cut -= cut % window.bin_s
-    fitted = fit_predict_fn(series[:cut])
+    fitted = fit_predict_fn(series[:cut] if conformal else series)
     predict_fn, params = fitted[0], fitted[1]
     raw_heads, module = (fitted[2], fitted[3]) if len(fitted) > 2 else (None, None)
     X, y = samples(series, window, first_decision_s=cut)
@@ -200,11 +203,13 @@ def fit_with_calibration(
     heads = None
     if raw_heads is not None:
         levels, fn = raw_heads
-        out = np.maximum(fn(X), 1e-9)
-        # Split-conformal, multiplicative: scale each head so its held-out coverage equals its level.
-        corrections = np.array([np.quantile(y / out[:, i], q) for i, q in enumerate(levels)])
+        corrections = np.ones(len(levels))
+        if conformal:
+            # Split-conformal, multiplicative: scale each head so its held-out coverage equals its level.
+            out = np.maximum(fn(X), 1e-9)
+            corrections = np.array([np.quantile(y / out[:, i], q) for i, q in enumerate(levels)])
+            params = {**params, "conformal_corrections": [round(float(c), 4) for c in corrections]}
         heads = QuantileHeads(np.asarray(levels), fn, corrections)
-        params = {**params, "conformal_corrections": [round(float(c), 4) for c in corrections]}
     return FittedForecaster(
         name, window, predict_fn, residuals, params, time.perf_counter() - t0, heads, module
     )

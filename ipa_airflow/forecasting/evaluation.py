@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .backtest import backtest, evaluate, held_out_samples
+from .backtest import backtest, evaluate, held_out_samples, rises
 from .frontier import UNDER_RATES, frontier, future_mean
 from .registry import FORECASTERS, forecaster
 from .sources import days
@@ -38,7 +38,7 @@ def compare(
         fitted = forecaster(name).fit(train, seed=seed)
         rows.append(backtest(fitted, train, test).to_dict())
         rows += [backtest(fitted, train, test, quantile=q).to_dict() for q in quantiles]
-        _, X, y = held_out_samples(train, test, fitted.window)
+        series, X, y = held_out_samples(train, test, fitted.window)
         curves[f"{name} (q{FRONTIER_QUANTILE:g} x constant)"] = frontier(
             fitted.quantile(X, FRONTIER_QUANTILE), y
         )
@@ -51,20 +51,27 @@ def compare(
                     "quantile": None,
                     "margin": m,
                     "decisions": len(y),
-                    **{k: round(v, 5) for k, v in evaluate(point * (1 + m), y).items()},
+                    **{
+                        k: round(v, 5)
+                        for k, v in evaluate(point * (1 + m), y, rises(series, X, fitted.window)).items()
+                    },
                 }
                 rows.append(row)
     return {
         "train_days": list(train_days),
         "test_days": list(test_days),
         "rows": rows,
-        "frontier": {"under_rates": list(UNDER_RATES), "curves": curves, "floor": floor(train, test)},
+        "frontier": {"under_rates": list(UNDER_RATES), "curves": curves, "oracles": oracles(train, test)},
     }
 
 
-def floor(train: np.ndarray, test: np.ndarray, window: WindowSpec | None = None) -> list[float]:
-    """The trade-off curve of an oracle that knows the mean rate of each next interval (see frontier)."""
+def oracles(train: np.ndarray, test: np.ndarray, window: WindowSpec | None = None) -> dict[str, list[float]]:
+    """The trade-off curves of forecasts that know the mean rate of each next interval (see frontier)."""
     window = window or WindowSpec()
     series, _, y = held_out_samples(train, test, window)
     decisions = window.history_s + window.bin_s * np.arange(len(y))  # samples() starts at a full window
-    return frontier(future_mean(series, decisions, window.horizon_s), y)
+    mean = future_mean(series, decisions, window.horizon_s)
+    return {
+        "oracle: next mean rate x constant": frontier(mean, y),
+        "oracle: next mean rate + k * sqrt(rate)": frontier(mean + np.sqrt(mean), y, base=mean),
+    }

@@ -5,10 +5,11 @@ whole trade-off curve, which compares forecasters independently of how well thei
 calibrated. The curve is measured on the test days themselves, so it is a diagnostic, not a deployable
 setting: the deployable points are the quantile rows of the comparison.
 
-The floor is the same curve for an oracle that knows the mean rate of the very interval being scored.
-It even sees part of the noise it is scored on, so on traffic whose rate moves it is a bound no
-forecaster reaches: what stays above it is the spread of per-second counts around their mean inside the
-interval, which nothing that looks at the past can predict.
+The oracles are the same curves for forecasts that know the mean rate of the very interval being
+scored, which nothing that looks only at the past can know: one scales that mean by a constant, the
+other adds a margin that grows with the square root of the mean, as the spread of counts does. What
+stays above them is the spread of per-second counts around their mean inside the interval. They are
+references, not bounds: a forecaster that knew the spread of the next interval could still beat them.
 """
 
 from __future__ import annotations
@@ -21,18 +22,24 @@ UNDER_RATES = (0.01, 0.02, 0.05, 0.1, 0.2)
 
 
 def frontier(
-    forecasts: np.ndarray, actual: np.ndarray, under_rates: Sequence[float] = UNDER_RATES
+    forecasts: np.ndarray,
+    actual: np.ndarray,
+    under_rates: Sequence[float] = UNDER_RATES,
+    *,
+    base: np.ndarray | None = None,
 ) -> list[float]:
-    """Mean over-provisioning (forecast / actual - 1) when `forecasts` are scaled by the one constant
-    that lets exactly each rate of intervals exceed them."""
-    f = np.maximum(np.asarray(forecasts, dtype=float), 1e-9)
+    """Mean over-provisioning (forecast / actual - 1) when the forecasts' margin above `base` (zero when
+    not given: the whole forecast) is scaled by the one constant that lets exactly each rate of
+    intervals exceed them."""
     a = np.asarray(actual, dtype=float)
-    ratio = a / f
+    b = np.zeros_like(a) if base is None else np.asarray(base, dtype=float)
+    margin = np.maximum(np.asarray(forecasts, dtype=float) - b, 1e-9)
+    needed = (a - b) / margin
     ok = a > 0
     out = []
     for u in under_rates:
-        k = float(np.quantile(ratio, 1 - u))
-        out.append(float(np.mean(f[ok] * k / a[ok] - 1)))
+        k = float(np.quantile(needed, 1 - u))
+        out.append(float(np.mean((b[ok] + margin[ok] * k) / a[ok] - 1)))
     return out
 
 

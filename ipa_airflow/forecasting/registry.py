@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from .arima import Arima
 from .exp_smoothing import ExpSmoothing
+from .level import Level
 from .lstm import Lstm, QuantileLstm
 from .simple import Reactive, WindowMax
 
 FORECASTERS = {
     "reactive": Reactive,
     "max": WindowMax,
+    "level": Level,
     "arima": Arima,
     "exp-smoothing": ExpSmoothing,
     "lstm": Lstm,

@@ -18,7 +18,8 @@ def plot_frontier(
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, curve in front["curves"].items():
         ax.plot(under, [c * 100 for c in curve], "o-" if "x constant" in name else "s--", label=name)
-    ax.plot(under, [c * 100 for c in front["floor"]], "k:", lw=2, label="floor: knows the next mean rate")
+    for (name, curve), style in zip(front["oracles"].items(), ("k:", "k-."), strict=False):
+        ax.plot(under, [c * 100 for c in curve], style, lw=2, label=name)
     for row in report["rows"]:
         if row.get("quantile"):
             ax.plot(

@@ -5,7 +5,7 @@ import pytest
 
 from ipa_airflow.forecasting.backtest import backtest, evaluate
 from ipa_airflow.forecasting.base import Forecast, ResidualQuantiles
-from ipa_airflow.forecasting.evaluation import floor
+from ipa_airflow.forecasting.evaluation import oracles
 from ipa_airflow.forecasting.frontier import UNDER_RATES, frontier, future_mean
 from ipa_airflow.forecasting.registry import FORECASTERS, forecaster
 from ipa_airflow.forecasting.sources import LoadSourceError, days, parse_days, read_trace
@@ -42,6 +42,17 @@ def test_metrics_on_known_numbers():
     assert m["under_prediction_rate"] == 0.25
     assert m["mean_over_provisioning"] == pytest.approx((0 + (10 / 11 - 1) + 0.2 + 0) / 4)
     assert m["mape"] == pytest.approx((0 + 1 / 11 + 0.2 + 0) / 4)
+
+
+def test_rises_are_scored_on_their_own():
+    train = np.full(3600, 10.0)
+    test = np.concatenate([np.full(600, 10.0), np.full(600, 30.0)])  # a step from 10 to 30 req/s
+    r = backtest(forecaster("reactive").fit(train), train, test, quantile=0.95)
+    # Rises: the decisions at 590 s (next 20 s average 20), 600 s (30 after 10) and 610 s (30 after 20).
+    # Reactive forecasts the last bin's max, so it misses the first two and no other decision.
+    assert r.rises == 3
+    assert r.under_prediction_rate_on_rises == pytest.approx(2 / 3)
+    assert r.under_prediction_rate == pytest.approx(2 / r.decisions)
 
 
 @pytest.mark.parametrize("name", [n for n in FORECASTERS if not n.startswith("lstm")])
@@ -156,7 +167,18 @@ def test_frontier_scales_forecasts_to_each_under_prediction_rate():
     assert future_mean(np.arange(10.0), np.array([0, 5]), 5).tolist() == [2.0, 7.0]
 
 
-def test_forecasters_that_look_back_stay_above_the_floor_when_the_rate_jumps():
+def test_frontier_scales_only_the_margin_above_a_base():
+    actual = np.array([12.0, 24.0, 11.0, 22.0, 13.0])
+    base = np.array([10.0, 20.0, 10.0, 20.0, 10.0])
+    # needed margins (actual - base) / 2 are 1, 2, 0.5, 1, 1.5: letting 20 % exceed takes k = 1.6
+    (over,) = frontier(base + 2.0, actual, under_rates=(0.2,), base=base)
+    assert over == pytest.approx(np.mean((base + 3.2) / actual - 1))
+    # without a base the whole forecast is scaled, by 1.0848 here: another trade-off
+    (scaled,) = frontier(base + 2.0, actual, under_rates=(0.2,))
+    assert scaled == pytest.approx(np.mean((base + 2.0) * (13 / 12 + 0.2 * (24 / 22 - 13 / 12)) / actual - 1))
+
+
+def test_forecasters_that_look_back_stay_above_the_oracles_when_the_rate_jumps():
     # The rate jumps every 30 s, so the past says little and the next interval's mean says much.
     rng = np.random.default_rng(3)
     series = rng.poisson(np.repeat(rng.uniform(5, 40, 12 * 120), 30)).astype(float)
@@ -164,10 +186,33 @@ def test_forecasters_that_look_back_stay_above_the_floor_when_the_rate_jumps():
     fitted = forecaster("exp-smoothing").fit(train)
     X, y = samples(np.concatenate([train[-120:], test]), fitted.window, first_decision_s=120)
     model_curve = frontier(fitted.quantile(X, 0.95), y)
-    floor_curve = floor(train, test)
-    assert len(model_curve) == len(floor_curve) == len(UNDER_RATES)
-    assert all(f < m for f, m in zip(floor_curve, model_curve, strict=True))
-    assert floor_curve == sorted(floor_curve, reverse=True)  # fewer misses cost more
+    curves = oracles(train, test)
+    assert len(curves) == 2
+    for curve in curves.values():
+        assert len(curve) == len(model_curve) == len(UNDER_RATES)
+        assert all(o < m for o, m in zip(curve, model_curve, strict=True))
+        assert curve == sorted(curve, reverse=True)  # fewer misses cost more
+    # Poisson counts spread like sqrt(rate): a margin of that shape needs less than a constant factor.
+    constant, sqrt = curves.values()
+    assert sqrt[UNDER_RATES.index(0.05)] < constant[UNDER_RATES.index(0.05)]
+
+
+@pytest.mark.parametrize(("noise", "exponent"), [("poisson", 0.5), ("proportional", 1.0)])
+def test_level_learns_how_counts_spread_and_keeps_its_promise(noise, exponent):
+    rng = np.random.default_rng(5)
+    t = np.arange(24 * 3600)
+    rate = 30 + 25 * np.sin(2 * np.pi * t / 7200)  # between 5 and 55 req/s every two hours, for a day
+    if noise == "poisson":
+        series = rng.poisson(rate).astype(float)
+    else:
+        series = rate * rng.lognormal(0.0, 0.3, len(rate))
+    train, test = series[: 18 * 3600], series[18 * 3600 :]
+    fitted = forecaster("level").fit(train)
+    assert fitted.params["exponent"] == exponent
+    assert fitted.params["margins"] == sorted(fitted.params["margins"])
+    for q in (0.9, 0.95):
+        under = backtest(fitted, train, test, quantile=q).under_prediction_rate
+        assert abs(under - (1 - q)) < 0.025, (q, under)
 
 
 def test_trade_off_plot_is_written(tmp_path):
@@ -177,7 +222,7 @@ def test_trade_off_plot_is_written(tmp_path):
         "frontier": {
             "under_rates": [0.05, 0.1],
             "curves": {"m (q0.95 x constant)": [0.2, 0.1]},
-            "floor": [0.1, 0.05],
+            "oracles": {"oracle: next mean rate x constant": [0.1, 0.05]},
         },
     }
     path = plot_frontier(report, tmp_path / "f.png")
