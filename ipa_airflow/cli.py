@@ -265,18 +265,21 @@ def _trace(args):
 def cmd_forecast_backtest(args) -> int:
     from .forecasting.backtest import backtest
     from .forecasting.registry import forecaster
-    from .forecasting.sources import days, parse_days
+    from .forecasting.sources import named_days
 
     series = _trace(args)
-    train, test = days(series, *parse_days(args.train_days)), days(series, *parse_days(args.test_days))
+    (train, train_start), (test, test_start) = (
+        named_days(series, args.train_days),
+        named_days(series, args.test_days),
+    )
     if args.model_uri:
         from .forecasting.mlflow_store import load_forecaster
 
         fitted = load_forecaster(args.model_uri, tracking_uri=_registry(args.tracking_uri).tracking_uri)
     else:
-        fitted = forecaster(args.model).fit(train, seed=args.seed)
+        fitted = forecaster(args.model).fit(train, seed=args.seed, start_s=train_start)
     quantiles = [None] if args.quantile is None else [args.quantile]
-    rows = [backtest(fitted, train, test, quantile=q).to_dict() for q in quantiles]
+    rows = [backtest(fitted, train, test, quantile=q, test_start_s=test_start).to_dict() for q in quantiles]
     report = {
         "trace": str(args.trace),
         "damping": args.damping,
@@ -372,15 +375,18 @@ def cmd_forecast_train(args) -> int:
     from .forecasting.backtest import backtest
     from .forecasting.mlflow_store import log_forecaster
     from .forecasting.registry import forecaster
-    from .forecasting.sources import days, parse_days
+    from .forecasting.sources import named_days
     from .settings import load_settings
 
     series = _trace(args)
-    train, test = days(series, *parse_days(args.train_days)), days(series, *parse_days(args.test_days))
-    fitted = forecaster(args.model).fit(train, seed=args.seed)
+    (train, train_start), (test, test_start) = (
+        named_days(series, args.train_days),
+        named_days(series, args.test_days),
+    )
+    fitted = forecaster(args.model).fit(train, seed=args.seed, start_s=train_start)
     metrics = {}
     for q in (None, 0.9, 0.95):
-        r = backtest(fitted, train, test, quantile=q)
+        r = backtest(fitted, train, test, quantile=q, test_start_s=test_start)
         tag = "point" if q is None else f"q{q:g}".replace(".", "")
         metrics.update(
             {
@@ -757,7 +763,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = forecast.add_parser("train", help="train a forecaster and register it in MLflow with its backtest")
     trace_args(p)
-    p.add_argument("--model", choices=["lstm", "lstm-quantile"], default="lstm-quantile")
+    p.add_argument(
+        "--model", choices=["lstm", "lstm-quantile", "lstm-quantile-hourly"], default="lstm-quantile"
+    )
     p.add_argument("--registered-name", default="ipa-load-forecaster")
     p.add_argument("--tracking-uri")
     p.set_defaults(func=cmd_forecast_train)

@@ -19,7 +19,7 @@ class Arima:
     window: WindowSpec = field(default_factory=WindowSpec)
     name: str = "arima"
 
-    def fit(self, series: np.ndarray, *, seed: int = 0) -> FittedForecaster:
+    def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
         def fit_predict(train: np.ndarray):
             from statsmodels.tsa.arima.model import ARIMA
 

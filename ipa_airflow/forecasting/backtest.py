@@ -9,7 +9,7 @@ import numpy as np
 
 from .base import FittedForecaster
 from .frontier import future_mean
-from .windows import MEAN, WindowSpec, samples
+from .windows import WindowSpec, decision_seconds, samples
 
 # A rise: the next interval's mean rate is this much above the mean of the last interval's length.
 # Rises are rare and are where SLA violations come from, so they are scored on their own.
@@ -58,20 +58,37 @@ def held_out_samples(history: np.ndarray, test: np.ndarray, window: WindowSpec):
     return series, X, y
 
 
-def rises(series: np.ndarray, X: np.ndarray, window: WindowSpec) -> np.ndarray:
-    """Which of held_out_samples' decisions come before a rise of the mean rate by RISE or more."""
-    decisions = window.history_s + window.bin_s * np.arange(len(X))  # samples() starts at a full window
-    before = X[:, -window.horizon_bins :, MEAN].mean(axis=1)
+def held_out_inputs(fitted: FittedForecaster, history: np.ndarray, test: np.ndarray, test_start_s: int):
+    """held_out_samples for a fitted model: (series, X, y, decision times, first decision), where X is
+    what the model reads (a seasonal model's has its season divided out) and `test` starts at time
+    `test_start_s`."""
+    reach = min(len(history), fitted.window.history_s)
+    series = np.concatenate([history[len(history) - reach :], test])
+    X, y, decisions = fitted.inputs(series, start_s=test_start_s - reach, first_decision_s=reach)
+    return series, X, y, decisions, reach
+
+
+def rises(series: np.ndarray, window: WindowSpec, *, first_decision_s: int) -> np.ndarray:
+    """Which of samples()' decisions come before a rise of the mean rate by RISE or more."""
+    decisions = decision_seconds(len(series), window, first_decision_s=first_decision_s)
+    before = future_mean(series, decisions - window.horizon_s, window.horizon_s)
     return future_mean(series, decisions, window.horizon_s) > RISE * np.maximum(before, 1e-9)
 
 
 def backtest(
-    fitted: FittedForecaster, history: np.ndarray, test: np.ndarray, *, quantile: float | None = None
+    fitted: FittedForecaster,
+    history: np.ndarray,
+    test: np.ndarray,
+    *,
+    quantile: float | None = None,
+    test_start_s: int | None = None,
 ) -> BacktestResult:
-    """Decisions at every bin boundary of `test`; the window may reach back into `history`."""
-    series, X, y = held_out_samples(history, test, fitted.window)
+    """Decisions at every bin boundary of `test`; the window may reach back into `history`. `test`
+    starts at time `test_start_s` (default: right after a `history` that starts at 0)."""
+    start = len(history) if test_start_s is None else test_start_s
+    series, X, y, decisions, reach = held_out_inputs(fitted, history, test, start)
     t0 = time.perf_counter()
-    f = fitted.predict(X) if quantile is None else fitted.quantile(X, quantile)
+    f = fitted.predict(X, decisions) if quantile is None else fitted.quantile(X, quantile, decisions)
     elapsed = time.perf_counter() - t0
     return BacktestResult(
         model=fitted.name,
@@ -79,5 +96,5 @@ def backtest(
         decisions=len(y),
         fit_s=fitted.fit_s,
         predict_us_per_decision=elapsed / max(len(y), 1) * 1e6,
-        **evaluate(f, y, rises(series, X, fitted.window)),
+        **evaluate(f, y, rises(series, fitted.window, first_decision_s=reach)),
     )

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..spec import PLAN_QUANTILES
-from .windows import WindowSpec, recent_bins, samples
+from .season import Season
+from .windows import WindowSpec, decision_seconds, recent_bins, samples
 
 SCHEMA_VERSION = 1
 _LEVELS = 5  # groups of predicted level for the residual quantiles
@@ -129,19 +130,41 @@ class FittedForecaster:
     fit_s: float = 0.0
     heads: QuantileHeads | None = None
     module: Any = None  # the trained torch module, for models that have one
+    season: Season | None = None  # load that repeats with the clock (see season.py)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.maximum(self.predict_fn(np.asarray(X, dtype=float)), 0.0)
+    def inputs(
+        self, series: np.ndarray, *, start_s: int = 0, first_decision_s: int = 0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(X, y, decision times) for every decision in `series`, whose first value is at time
+        `start_s`: the model's inputs (with the season divided out) and the true peaks."""
+        adjusted = self.season.adjust(series, start_s) if self.season else series
+        X, _ = samples(adjusted, self.window, first_decision_s=first_decision_s)
+        _, y = samples(series, self.window, first_decision_s=first_decision_s)
+        return X, y, start_s + decision_seconds(len(series), self.window, first_decision_s=first_decision_s)
 
-    def quantile(self, X: np.ndarray, q: float) -> np.ndarray:
+    def predict(self, X: np.ndarray, decision_s: np.ndarray | None = None) -> np.ndarray:
+        """The point forecast; a seasonal model needs the decision times too."""
+        return self._base_point(X) * self._seasonal(decision_s, None)
+
+    def quantile(self, X: np.ndarray, q: float, decision_s: np.ndarray | None = None) -> np.ndarray:
         """An upper quantile of the next peak: the model's own head where it has one, else the point
         scaled by the held-out residual quantile at its level."""
         if self.heads is not None:
             direct = self.heads.predict(np.asarray(X, dtype=float), q)
             if direct is not None:
-                return np.maximum(direct, 0.0)
-        point = self.predict(X)
-        return point * self.residuals.factor(point, q)
+                return np.maximum(direct, 0.0) * self._seasonal(decision_s, q)
+        point = self._base_point(X)
+        return point * self.residuals.factor(point, q) * self._seasonal(decision_s, q)
+
+    def _base_point(self, X: np.ndarray) -> np.ndarray:
+        return np.maximum(self.predict_fn(np.asarray(X, dtype=float)), 0.0)
+
+    def _seasonal(self, decision_s: np.ndarray | None, q: float | None) -> np.ndarray | float:
+        if self.season is None:
+            return 1.0
+        if decision_s is None:
+            raise ValueError(f"forecaster '{self.name}' is seasonal: it needs the decision times")
+        return self.season.horizon(decision_s, self.window.horizon_s) * self.season.correction(q)
 
     def forecast(
         self,
@@ -152,24 +175,29 @@ class FittedForecaster:
         earlier: int = 0,
         interval_s: int = 10,
     ) -> Forecast:
-        """One decision from the last seconds of per-second rates (oldest first), and the quantiles the
-        `earlier` decisions before it, `interval_s` apart, would have had (where the rates reach back)."""
+        """One decision from the last seconds of per-second rates (oldest first, the last at `now`),
+        and the quantiles the `earlier` decisions before it, `interval_s` apart, would have had (where
+        the rates reach back)."""
+        now = now or dt.datetime.now(dt.UTC)
+        now_s = int(now.timestamp())
         recent = np.asarray(recent, dtype=float)
+        if self.season:
+            recent = self.season.adjust(recent, now_s - len(recent) + 1)
         ends = [len(recent)] + [
             len(recent) - i * interval_s
             for i in range(1, earlier + 1)
             if len(recent) - i * interval_s >= self.window.history_s
         ]
         X = np.concatenate([recent_bins(recent[:end], self.window) for end in ends])
-        point = float(self.predict(X[:1])[0])
-        qs = {f"{q:g}": self.quantile(X, q) for q in quantiles}
-        issued = (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds")
+        decisions = np.array([now_s + 1 - (len(recent) - end) for end in ends])
+        point = float(self.predict(X[:1], decisions[:1])[0])
+        qs = {f"{q:g}": self.quantile(X, q, decisions) for q in quantiles}
         return Forecast(
             self.name,
             self.window.horizon_s,
             point,
             {k: float(v[0]) for k, v in qs.items()},
-            issued,
+            now.isoformat(timespec="seconds"),
             earlier=tuple({k: float(v[i]) for k, v in qs.items()} for i in range(1, len(ends))),
         )
 
@@ -178,7 +206,15 @@ class Forecaster(Protocol):
     name: str
     window: WindowSpec
 
-    def fit(self, series: np.ndarray, *, seed: int = 0) -> FittedForecaster: ...
+    def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
+        """`start_s`: the time of series[0] (unix seconds, or a trace's second); seasonal models use it."""
+        ...
+
+
+def calibration_cut(n_s: int, window: WindowSpec) -> int:
+    """Where the held-out tenth of a training series of `n_s` seconds begins."""
+    cut = int(n_s * (1 - _CALIBRATION_SHARE))
+    return cut - cut % window.bin_s
 
 
 def fit_with_calibration(
@@ -193,8 +229,7 @@ def fit_with_calibration(
     split would only make noisier.
     """
     t0 = time.perf_counter()
-    cut = int(len(series) * (1 - _CALIBRATION_SHARE))
-    cut -= cut % window.bin_s
+    cut = calibration_cut(len(series), window)
     fitted = fit_predict_fn(series[:cut] if conformal else series)
     predict_fn, params = fitted[0], fitted[1]
     raw_heads, module = (fitted[2], fitted[3]) if len(fitted) > 2 else (None, None)

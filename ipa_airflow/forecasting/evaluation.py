@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .backtest import backtest, evaluate, held_out_samples, rises
+from .backtest import backtest, evaluate, held_out_inputs, held_out_samples, rises
 from .frontier import UNDER_RATES, frontier, future_mean
 from .registry import FORECASTERS, forecaster
-from .sources import days
+from .sources import SECONDS_PER_DAY, days
 from .windows import WindowSpec
 
 QUANTILES = (0.9, 0.95, 0.99)
@@ -30,31 +30,32 @@ def compare(
     on_model: Callable[[str], None] | None = None,
 ) -> dict:
     train, test = days(series, *train_days), days(series, *test_days)
+    train_start, test_start = train_days[0] * SECONDS_PER_DAY, test_days[0] * SECONDS_PER_DAY
     rows = []
     curves: dict[str, list[float]] = {}
     for name in models:
         if on_model:
             on_model(name)
-        fitted = forecaster(name).fit(train, seed=seed)
-        rows.append(backtest(fitted, train, test).to_dict())
-        rows += [backtest(fitted, train, test, quantile=q).to_dict() for q in quantiles]
-        series, X, y = held_out_samples(train, test, fitted.window)
+        fitted = forecaster(name).fit(train, seed=seed, start_s=train_start)
+        rows += [
+            backtest(fitted, train, test, quantile=q, test_start_s=test_start).to_dict()
+            for q in (None, *quantiles)
+        ]
+        held, X, y, decisions, reach = held_out_inputs(fitted, train, test, test_start)
         curves[f"{name} (q{FRONTIER_QUANTILE:g} x constant)"] = frontier(
-            fitted.quantile(X, FRONTIER_QUANTILE), y
+            fitted.quantile(X, FRONTIER_QUANTILE, decisions), y
         )
         if name == "lstm":
-            point = fitted.predict(X)
+            point = fitted.predict(X, decisions)
             curves["lstm (point x fixed margin)"] = frontier(point, y)
+            rising = rises(held, fitted.window, first_decision_s=reach)
             for m in MARGINS:
                 row = {
                     "model": "lstm",
                     "quantile": None,
                     "margin": m,
                     "decisions": len(y),
-                    **{
-                        k: round(v, 5)
-                        for k, v in evaluate(point * (1 + m), y, rises(series, X, fitted.window)).items()
-                    },
+                    **{k: round(v, 5) for k, v in evaluate(point * (1 + m), y, rising).items()},
                 }
                 rows.append(row)
     return {

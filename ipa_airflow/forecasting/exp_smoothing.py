@@ -15,7 +15,7 @@ class ExpSmoothing:
     window: WindowSpec = field(default_factory=WindowSpec)
     name: str = "exp-smoothing"
 
-    def fit(self, series: np.ndarray, *, seed: int = 0) -> FittedForecaster:
+    def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
         def fit_predict(train: np.ndarray):
             from statsmodels.tsa.holtwinters import SimpleExpSmoothing
 

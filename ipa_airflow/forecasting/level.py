@@ -33,7 +33,7 @@ class Level:
     quantiles: tuple[float, ...] = HEAD_QUANTILES
     name: str = "level"
 
-    def fit(self, series: np.ndarray, *, seed: int = 0) -> FittedForecaster:
+    def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
         if not 1 <= self.level_bins <= self.window.bins:
             raise ValueError(f"level_bins must be between 1 and {self.window.bins}, got {self.level_bins}")
         qs = np.asarray(self.quantiles)

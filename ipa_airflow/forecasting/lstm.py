@@ -84,7 +84,7 @@ class Lstm:
     lr: float = 3e-3
     name: str = "lstm"
 
-    def fit(self, series: np.ndarray, *, seed: int = 0) -> FittedForecaster:
+    def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
         def fit_predict(train: np.ndarray):
             import torch
 
@@ -127,7 +127,7 @@ class QuantileLstm:
     quantiles: tuple[float, ...] = HEAD_QUANTILES
     name: str = "lstm-quantile"
 
-    def fit(self, series: np.ndarray, *, seed: int = 0) -> FittedForecaster:
+    def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
         qs = np.asarray(self.quantiles)
         median = int(np.argmin(np.abs(qs - 0.5)))
 

@@ -15,9 +15,10 @@ import numpy as np
 from ..registry.mlflow_profiles import RegistryError
 from .base import FittedForecaster, QuantileHeads, ResidualQuantiles
 from .lstm import _run
+from .season import Season
 from .windows import MAX, WindowSpec, samples
 
-FEATURES = {"lstm": slice(MAX, MAX + 1), "lstm-quantile": slice(0, 2)}
+FEATURES = {"lstm": slice(MAX, MAX + 1), "lstm-quantile": slice(0, 2), "lstm-quantile-hourly": slice(0, 2)}
 
 
 def _calibration(fitted: FittedForecaster) -> dict:
@@ -34,6 +35,12 @@ def _calibration(fitted: FittedForecaster) -> dict:
     if fitted.heads is not None:
         cal["head_levels"] = fitted.heads.levels.tolist()
         cal["head_corrections"] = fitted.heads.corrections.tolist()
+    if fitted.season is not None:
+        cal["season"] = {
+            "period_s": fitted.season.period_s,
+            "profile": [round(float(v), 5) for v in fitted.season.profile],
+            "corrections": dict(fitted.season.corrections),
+        }
     return cal
 
 
@@ -108,6 +115,10 @@ def load_forecaster(model_uri: str, *, tracking_uri: str) -> FittedForecaster:
     residuals = ResidualQuantiles(
         np.asarray(cal["residual_edges"]), tuple(np.asarray(r) for r in cal["residual_ratios"])
     )
+    season = None
+    if "season" in cal:
+        s = cal["season"]
+        season = Season(int(s["period_s"]), np.asarray(s["profile"], dtype=float), dict(s["corrections"]))
     return FittedForecaster(
-        cal["name"], window, predict, residuals, {"model_uri": model_uri}, 0.0, heads, module
+        cal["name"], window, predict, residuals, {"model_uri": model_uri}, 0.0, heads, module, season
     )

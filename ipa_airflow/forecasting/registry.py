@@ -6,7 +6,13 @@ from .arima import Arima
 from .exp_smoothing import ExpSmoothing
 from .level import Level
 from .lstm import Lstm, QuantileLstm
+from .seasonal import Seasonal
 from .simple import Reactive, WindowMax
+
+
+def _hourly_lstm_quantile(**kwargs) -> Seasonal:
+    return Seasonal(QuantileLstm(**kwargs), name="lstm-quantile-hourly")
+
 
 FORECASTERS = {
     "reactive": Reactive,
@@ -16,6 +22,7 @@ FORECASTERS = {
     "exp-smoothing": ExpSmoothing,
     "lstm": Lstm,
     "lstm-quantile": QuantileLstm,
+    "lstm-quantile-hourly": _hourly_lstm_quantile,
 }
 
 

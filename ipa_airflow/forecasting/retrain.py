@@ -5,7 +5,7 @@ from __future__ import annotations
 from .backtest import backtest
 from .mlflow_store import load_forecaster, log_forecaster
 from .registry import forecaster
-from .sources import days, parse_days, read_trace
+from .sources import named_days, read_trace
 
 OVERPROVISION_TOLERANCE = 0.01  # a new model may over-provision this much more if it under-predicts less
 
@@ -22,13 +22,13 @@ def retrain(
     seed: int = 0,
 ) -> dict:
     series = read_trace(trace, damping=damping)
-    train, test = days(series, *parse_days(train_days)), days(series, *parse_days(test_days))
-    fitted = forecaster(model).fit(train, seed=seed)
-    new = backtest(fitted, train, test, quantile=0.95)
+    (train, train_start), (test, test_start) = named_days(series, train_days), named_days(series, test_days)
+    fitted = forecaster(model).fit(train, seed=seed, start_s=train_start)
+    new = backtest(fitted, train, test, quantile=0.95, test_start_s=test_start)
     current = None
     try:
         old = load_forecaster(f"models:/{registered_name}/latest", tracking_uri=tracking_uri)
-        current = backtest(old, train, test, quantile=0.95)
+        current = backtest(old, train, test, quantile=0.95, test_start_s=test_start)
     except Exception:  # nothing registered yet (or unloadable): the new model wins by default
         current = None
     better = current is None or (

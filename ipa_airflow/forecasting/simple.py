@@ -15,7 +15,7 @@ class Reactive:
     window: WindowSpec = field(default_factory=WindowSpec)
     name: str = "reactive"
 
-    def fit(self, series: np.ndarray, *, seed: int = 0) -> FittedForecaster:
+    def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
         return fit_with_calibration(self.name, self.window, series, lambda _: (lambda X: X[:, -1, MAX], {}))
 
 
@@ -24,7 +24,7 @@ class WindowMax:
     window: WindowSpec = field(default_factory=WindowSpec)
     name: str = "max"
 
-    def fit(self, series: np.ndarray, *, seed: int = 0) -> FittedForecaster:
+    def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
         return fit_with_calibration(
             self.name, self.window, series, lambda _: (lambda X: X[:, :, MAX].max(axis=1), {})
         )

@@ -66,6 +66,12 @@ def parse_days(text: str) -> tuple[int, int]:
     return first, last
 
 
+def named_days(series: np.ndarray, text: str) -> tuple[np.ndarray, int]:
+    """The days `text` names ('0-9') and the second of the series the first of them starts at."""
+    first, last = parse_days(text)
+    return days(series, first, last), first * SECONDS_PER_DAY
+
+
 @dataclass(frozen=True)
 class TraceReplay:
     """A trace replayed as if live: unix time `origin` is second 0 of the trace, and it wraps around."""

@@ -52,13 +52,18 @@ def samples(
     feats = bin_features(series, window.bin_s)
     b = feats[:, MAX]
     h = window.horizon_bins
-    start = max(window.bins, -(-first_decision_s // window.bin_s))
-    ks = np.arange(start, len(b) - h + 1)
+    ks = decision_seconds(len(series), window, first_decision_s=first_decision_s) // window.bin_s
     if len(ks) == 0:
         return np.zeros((0, window.bins, 2)), np.zeros(0)
     idx = ks[:, None] + np.arange(-window.bins, 0)[None, :]
     future = ks[:, None] + np.arange(h)[None, :]
     return feats[idx], b[future].max(axis=1)
+
+
+def decision_seconds(n_s: int, window: WindowSpec, *, first_decision_s: int = 0) -> np.ndarray:
+    """The decision times of `samples` for a series of `n_s` seconds, in seconds into it."""
+    start = max(window.bins, -(-first_decision_s // window.bin_s))
+    return np.arange(start, n_s // window.bin_s - window.horizon_bins + 1) * window.bin_s
 
 
 def recent_bins(series: np.ndarray, window: WindowSpec) -> np.ndarray:

@@ -23,7 +23,9 @@ TRAIN_DAYS = (0, 9)  # the forecaster never sees the evaluation days (10-13)
 
 def fit_forecaster(trace: np.ndarray, model: str = "lstm-quantile", seed: int = 0):
     return make_forecaster(model).fit(
-        trace[TRAIN_DAYS[0] * SECONDS_PER_DAY : (TRAIN_DAYS[1] + 1) * SECONDS_PER_DAY], seed=seed
+        trace[TRAIN_DAYS[0] * SECONDS_PER_DAY : (TRAIN_DAYS[1] + 1) * SECONDS_PER_DAY],
+        seed=seed,
+        start_s=TRAIN_DAYS[0] * SECONDS_PER_DAY,
     )
 
 
@@ -54,7 +56,7 @@ def run_case(
     counts = np.concatenate([trace[s : s + d] for s, d in pieces])
     start = pieces[0][0]
     history = trace[max(0, start - HISTORY_S) : start]
-    pol = make_policy(policy, spec, pipeline.profiles, fitted)
+    pol = make_policy(policy, spec, pipeline.profiles, fitted, start_s=start)
     return Simulator(spec, pipeline.profiles, counts, pol, history=history, seed=seed).run()
 
 

@@ -26,7 +26,7 @@ from ..profiles import ProfileSet
 from ..spec import PipelineSpec
 from ..switching import choose, held_load
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # simulated forecasts need no wall-clock issue time
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # second s of the trace is simulated as _EPOCH + s
 
 
 @dataclass
@@ -48,6 +48,9 @@ class PlannedPolicy:
     forecaster: FittedForecaster
     quantile: float | None = None  # None: the spec's adaptation.quantile
     current: Plan | None = None
+    # The trace second simulated time 0 falls on, so a seasonal forecaster knows the time of day. A
+    # window pieced together from several places keeps the clock of its first piece.
+    start_s: int = 0
 
     @property
     def interval_s(self) -> float:
@@ -56,8 +59,13 @@ class PlannedPolicy:
     def decide(self, now: float, observed: np.ndarray) -> Decision:
         a = self.spec.adaptation
         q = self.quantile or a.quantile
+        last_second = _EPOCH + dt.timedelta(seconds=self.start_s + int(now) - 1)  # of `observed`
         f = forecast_for(
-            lambda window_s: observed[-window_s:], self.forecaster, now=_EPOCH, adaptation=a, quantiles=(q,)
+            lambda window_s: observed[-window_s:],
+            self.forecaster,
+            now=last_second,
+            adaptation=a,
+            quantiles=(q,),
         )
         load = held_load(f.held(q, a.stabilisation), a.stabilisation)
         proposal = solve(self.spec, self.profiles, load, policy=self.name)
@@ -122,10 +130,11 @@ def make_policy(
     profiles: ProfileSet,
     forecaster: FittedForecaster,
     quantile: float | None = None,
+    start_s: int = 0,
 ):
     if name == "hpa":
         heaviest = policy_for("fa2-high", spec).pinned_variants
         return HpaPolicy(spec, profiles, dict(heaviest))
     if name not in POLICIES:
         raise ValueError(f"unknown policy '{name}'; choose one of {', '.join([*POLICIES, 'hpa'])}")
-    return PlannedPolicy(name, spec, profiles, forecaster, quantile)
+    return PlannedPolicy(name, spec, profiles, forecaster, quantile, start_s=start_s)
