@@ -9,7 +9,7 @@ import numpy as np
 
 from .base import FittedForecaster
 from .frontier import future_mean
-from .windows import WindowSpec, decision_seconds, samples
+from .windows import WindowSpec, decision_seconds
 
 # A rise: the next interval's mean rate is this much above the mean of the last interval's length.
 # Rises are rare and are where SLA violations come from, so they are scored on their own.
@@ -50,20 +50,18 @@ def evaluate(forecasts: np.ndarray, actual: np.ndarray, rising: np.ndarray | Non
     }
 
 
-def held_out_samples(history: np.ndarray, test: np.ndarray, window: WindowSpec):
-    """(series, X, y) for the decisions at every bin boundary of `test`: `series` is `test` preceded by
-    the part of `history` its first windows reach back into."""
-    series = np.concatenate([history[-window.history_s :], test])
-    X, y = samples(series, window, first_decision_s=min(len(history), window.history_s))
-    return series, X, y
+def held_out_series(history: np.ndarray, test: np.ndarray, window: WindowSpec) -> tuple[np.ndarray, int]:
+    """`test` preceded by the part of `history` its first windows reach back into, and the length of
+    that part: the first decision, so every decision is one of `test`'s bin boundaries."""
+    reach = min(len(history), window.history_s)
+    return np.concatenate([history[len(history) - reach :], test]), reach
 
 
 def held_out_inputs(fitted: FittedForecaster, history: np.ndarray, test: np.ndarray, test_start_s: int):
-    """held_out_samples for a fitted model: (series, X, y, decision times, first decision), where X is
+    """(series, X, y, decision times, first decision) of held_out_series for a fitted model, where X is
     what the model reads (a seasonal model's has its season divided out) and `test` starts at time
     `test_start_s`."""
-    reach = min(len(history), fitted.window.history_s)
-    series = np.concatenate([history[len(history) - reach :], test])
+    series, reach = held_out_series(history, test, fitted.window)
     X, y, decisions = fitted.inputs(series, start_s=test_start_s - reach, first_decision_s=reach)
     return series, X, y, decisions, reach
 

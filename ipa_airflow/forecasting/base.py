@@ -137,9 +137,11 @@ class FittedForecaster:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(X, y, decision times) for every decision in `series`, whose first value is at time
         `start_s`: the model's inputs (with the season divided out) and the true peaks."""
-        adjusted = self.season.adjust(series, start_s) if self.season else series
-        X, _ = samples(adjusted, self.window, first_decision_s=first_decision_s)
-        _, y = samples(series, self.window, first_decision_s=first_decision_s)
+        X, y = samples(series, self.window, first_decision_s=first_decision_s)
+        if self.season:
+            X, _ = samples(
+                self.season.adjust(series, start_s), self.window, first_decision_s=first_decision_s
+            )
         return X, y, start_s + decision_seconds(len(series), self.window, first_decision_s=first_decision_s)
 
     def predict(self, X: np.ndarray, decision_s: np.ndarray | None = None) -> np.ndarray:

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .backtest import backtest, evaluate, held_out_inputs, held_out_samples, rises
+from .backtest import backtest, evaluate, held_out_inputs, held_out_series, rises
 from .frontier import UNDER_RATES, frontier, future_mean
 from .registry import FORECASTERS, forecaster
 from .sources import SECONDS_PER_DAY, days
-from .windows import WindowSpec
+from .windows import WindowSpec, decision_seconds, samples
 
 QUANTILES = (0.9, 0.95, 0.99)
 MARGINS = (0.1, 0.2)  # InfAdapter's 10 %, IPA's 20 %
@@ -69,9 +69,11 @@ def compare(
 def oracles(train: np.ndarray, test: np.ndarray, window: WindowSpec | None = None) -> dict[str, list[float]]:
     """The trade-off curves of forecasts that know the mean rate of each next interval (see frontier)."""
     window = window or WindowSpec()
-    series, _, y = held_out_samples(train, test, window)
-    decisions = window.history_s + window.bin_s * np.arange(len(y))  # samples() starts at a full window
-    mean = future_mean(series, decisions, window.horizon_s)
+    series, reach = held_out_series(train, test, window)
+    _, y = samples(series, window, first_decision_s=reach)
+    mean = future_mean(
+        series, decision_seconds(len(series), window, first_decision_s=reach), window.horizon_s
+    )
     return {
         "oracle: next mean rate x constant": frontier(mean, y),
         "oracle: next mean rate + k * sqrt(rate)": frontier(mean + np.sqrt(mean), y, base=mean),
