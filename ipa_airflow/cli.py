@@ -263,7 +263,8 @@ def _trace(args):
 
 
 def cmd_forecast_backtest(args) -> int:
-    from .forecasting.backtest import backtest
+    from .forecasting.backtest import score, walk
+    from .forecasting.misses import MissProfile
     from .forecasting.registry import forecaster
     from .forecasting.sources import named_days
 
@@ -278,19 +279,29 @@ def cmd_forecast_backtest(args) -> int:
         fitted = load_forecaster(args.model_uri, tracking_uri=_registry(args.tracking_uri).tracking_uri)
     else:
         fitted = forecaster(args.model).fit(train, seed=args.seed, start_s=train_start)
-    quantiles = [None] if args.quantile is None else [args.quantile]
-    rows = [backtest(fitted, train, test, quantile=q, test_start_s=test_start).to_dict() for q in quantiles]
+    w = walk(fitted, train, test, quantile=args.quantile, test_start_s=test_start)
+    misses = MissProfile.of(w)
     report = {
         "trace": str(args.trace),
         "damping": args.damping,
         "train_days": args.train_days,
         "test_days": args.test_days,
-        **rows[0],
+        **score(fitted, w, args.quantile).to_dict(),
+        "misses": misses.to_dict(),
     }
+    if args.plot:
+        from .reports.forecast_plot import plot_misses
+
+        which = "point" if args.quantile is None else f"q{args.quantile:g}"
+        report["plot"] = str(plot_misses(w, misses, args.plot, title=f"{fitted.name} {which}"))
     if args.json:
         _print_json(report)
-    else:
-        _render_forecast_rows([report])
+        return 0
+    _render_forecast_rows([report])
+    worst = ", ".join(f":{m:02d} ({rate:.0%})" for m, rate in misses.worst_minutes())
+    print(f"most under-predicted minutes of the hour: {worst}, against {misses.overall:.1%} overall")
+    if args.plot:
+        print(f"where it missed: {report['plot']}")
     return 0
 
 
@@ -372,10 +383,14 @@ def _render_frontier(front: dict) -> None:
 
 
 def cmd_forecast_train(args) -> int:
-    from .forecasting.backtest import backtest
+    import tempfile
+
+    from .forecasting.backtest import score, walk
+    from .forecasting.misses import MissProfile
     from .forecasting.mlflow_store import log_forecaster
     from .forecasting.registry import forecaster
     from .forecasting.sources import named_days
+    from .reports.forecast_plot import plot_misses
     from .settings import load_settings
 
     series = _trace(args)
@@ -385,8 +400,9 @@ def cmd_forecast_train(args) -> int:
     )
     fitted = forecaster(args.model).fit(train, seed=args.seed, start_s=train_start)
     metrics = {}
-    for q in (None, 0.9, 0.95):
-        r = backtest(fitted, train, test, quantile=q, test_start_s=test_start)
+    walks = {q: walk(fitted, train, test, quantile=q, test_start_s=test_start) for q in (None, 0.9, 0.95)}
+    for q, w in walks.items():
+        r = score(fitted, w, q)
         tag = "point" if q is None else f"q{q:g}".replace(".", "")
         metrics.update(
             {
@@ -396,20 +412,29 @@ def cmd_forecast_train(args) -> int:
                 f"{tag}_under_prediction_rate_on_rises": r.under_prediction_rate_on_rises,
             }
         )
+    # Where the q0.95 forecasts missed goes beside the metrics, for people browsing the run in MLflow.
+    misses = MissProfile.of(walks[0.95])
     registry = _registry(args.tracking_uri)
-    run_id, version = log_forecaster(
-        fitted,
-        tracking_uri=registry.tracking_uri,
-        experiment=load_settings().mlflow.forecasts_experiment,
-        registered_name=args.registered_name,
-        metrics=metrics,
-        train_series=train,
-        tags={
-            "ipa.trace": str(args.trace),
-            "ipa.train_days": args.train_days,
-            "ipa.test_days": args.test_days,
-        },
-    )
+    with tempfile.TemporaryDirectory(prefix="ipa-train-") as tmp:
+        summary = Path(tmp) / "backtest_misses.json"
+        summary.write_text(json.dumps(misses.to_dict(), indent=1))
+        plot = plot_misses(
+            walks[0.95], misses, Path(tmp) / "backtest_misses.png", title=f"{fitted.name} q0.95"
+        )
+        run_id, version = log_forecaster(
+            fitted,
+            tracking_uri=registry.tracking_uri,
+            experiment=load_settings().mlflow.forecasts_experiment,
+            registered_name=args.registered_name,
+            metrics=metrics,
+            train_series=train,
+            tags={
+                "ipa.trace": str(args.trace),
+                "ipa.train_days": args.train_days,
+                "ipa.test_days": args.test_days,
+            },
+            artifacts=(summary, plot),
+        )
     out = {
         "model": args.model,
         "run_id": run_id,
@@ -754,6 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-uri", help="backtest a registered forecaster instead of fitting one")
     p.add_argument("--tracking-uri")
     p.add_argument("--quantile", type=float, help="score an upper quantile (e.g. 0.95) instead of the point")
+    p.add_argument("--plot", help="write a PNG of where it missed: its worst hour, by minute and by hour")
     p.set_defaults(func=cmd_forecast_backtest)
 
     p = forecast.add_parser("compare", help="every forecaster, point and quantiles, on the same days")

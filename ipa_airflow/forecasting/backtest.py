@@ -39,7 +39,7 @@ def evaluate(forecasts: np.ndarray, actual: np.ndarray, rising: np.ndarray | Non
     ok = actual > 0
     f, a = forecasts[ok], actual[ok]
     rising = np.zeros(len(actual), dtype=bool) if rising is None else rising
-    missed = actual > forecasts + 1e-9
+    missed = actual > forecasts + 1e-9  # as Walk.missed
     return {
         "mape": float(np.mean(np.abs(f - a) / a)),
         "rmse": float(np.sqrt(np.mean((forecasts - actual) ** 2))),
@@ -73,6 +73,40 @@ def rises(series: np.ndarray, window: WindowSpec, *, first_decision_s: int) -> n
     return future_mean(series, decisions, window.horizon_s) > RISE * np.maximum(before, 1e-9)
 
 
+@dataclass(frozen=True)
+class Walk:
+    """Every decision of a backtest: its time (the test's start plus its second), the forecast, the true
+    peak that followed, and whether a rise followed (see `rises`)."""
+
+    decision_s: np.ndarray
+    forecast: np.ndarray
+    actual: np.ndarray
+    rising: np.ndarray
+    predict_s: float
+
+    @property
+    def missed(self) -> np.ndarray:
+        return self.actual > self.forecast + 1e-9
+
+
+def walk(
+    fitted: FittedForecaster,
+    history: np.ndarray,
+    test: np.ndarray,
+    *,
+    quantile: float | None = None,
+    test_start_s: int | None = None,
+) -> Walk:
+    """Decisions at every bin boundary of `test`; the window may reach back into `history`. `test`
+    starts at time `test_start_s` (default: right after a `history` that starts at 0)."""
+    start = len(history) if test_start_s is None else test_start_s
+    series, X, y, decisions, reach = held_out_inputs(fitted, history, test, start)
+    t0 = time.perf_counter()
+    f = fitted.predict(X, decisions) if quantile is None else fitted.quantile(X, quantile, decisions)
+    elapsed = time.perf_counter() - t0
+    return Walk(decisions, f, y, rises(series, fitted.window, first_decision_s=reach), elapsed)
+
+
 def backtest(
     fitted: FittedForecaster,
     history: np.ndarray,
@@ -81,18 +115,17 @@ def backtest(
     quantile: float | None = None,
     test_start_s: int | None = None,
 ) -> BacktestResult:
-    """Decisions at every bin boundary of `test`; the window may reach back into `history`. `test`
-    starts at time `test_start_s` (default: right after a `history` that starts at 0)."""
-    start = len(history) if test_start_s is None else test_start_s
-    series, X, y, decisions, reach = held_out_inputs(fitted, history, test, start)
-    t0 = time.perf_counter()
-    f = fitted.predict(X, decisions) if quantile is None else fitted.quantile(X, quantile, decisions)
-    elapsed = time.perf_counter() - t0
+    """The scores of `walk` (same arguments)."""
+    w = walk(fitted, history, test, quantile=quantile, test_start_s=test_start_s)
+    return score(fitted, w, quantile)
+
+
+def score(fitted: FittedForecaster, w: Walk, quantile: float | None) -> BacktestResult:
     return BacktestResult(
         model=fitted.name,
         quantile=quantile,
-        decisions=len(y),
+        decisions=len(w.actual),
         fit_s=fitted.fit_s,
-        predict_us_per_decision=elapsed / max(len(y), 1) * 1e6,
-        **evaluate(f, y, rises(series, fitted.window, first_decision_s=reach)),
+        predict_us_per_decision=w.predict_s / max(len(w.actual), 1) * 1e6,
+        **evaluate(w.forecast, w.actual, w.rising),
     )

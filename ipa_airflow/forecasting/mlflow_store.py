@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,10 @@ def log_forecaster(
     metrics: dict[str, float],
     train_series: np.ndarray,
     tags: dict[str, str] | None = None,
+    artifacts: Sequence[Path] = (),
 ) -> tuple[str, str]:
-    """Log the module, its calibration, params and backtest metrics, and register it: (run_id, version)."""
+    """Log the module, its calibration, params, backtest metrics and `artifacts` (files, e.g. a plot of
+    the backtest), and register it: (run_id, version)."""
     import mlflow
 
     if fitted.module is None:
@@ -70,6 +73,8 @@ def log_forecaster(
         )
         mlflow.log_metrics(metrics)
         mlflow.log_dict(_calibration(fitted), "calibration.json")
+        for path in artifacts:
+            mlflow.log_artifact(str(path), artifact_path="backtest")
         info = mlflow.pytorch.log_model(
             fitted.module, name="model", input_example=example, registered_model_name=registered_name
         )

@@ -38,9 +38,57 @@ def plot_frontier(
     ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
+    return _save(fig, path, dpi=120)
+
+
+def plot_misses(walk, profile, path: str | Path, *, title: str) -> Path:
+    """Where a backtest missed: the hour with the most misses, forecast against true peak, above the
+    under-prediction rate by minute of the hour and by hour of the day (see forecasting/misses.py)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t = np.asarray(walk.decision_s, dtype=np.int64)
+    missed = walk.missed
+    hours = t // 3600
+    worst = int(np.bincount(hours - hours.min(), weights=missed.astype(float)).argmax() + hours.min())
+    in_hour = hours == worst
+    minute = (t[in_hour] % 3600) / 60
+
+    fig = plt.figure(figsize=(10, 7))
+    grid = fig.add_gridspec(2, 2, height_ratios=(1.2, 1))
+    ax = fig.add_subplot(grid[0, :])
+    ax.step(minute, walk.actual[in_hour], where="post", lw=1, color="black", label="true peak of next 20 s")
+    ax.step(minute, walk.forecast[in_hour], where="post", lw=1, color="tab:blue", label="forecast")
+    hit = missed[in_hour]
+    ax.plot(minute[hit], walk.actual[in_hour][hit], "v", color="tab:red", ms=4, label="missed")
+    day, hour = divmod(worst, 24)
+    ax.set_title(f"{title}: the hour with the most misses (day {day}, {hour:02d}:00)", fontsize=10)
+    ax.set_xlabel("minute of the hour")
+    ax.set_ylabel("requests / s")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    for col, (rates, label) in enumerate(
+        ((profile.by_minute_of_hour, "minute of the hour"), (profile.by_hour_of_day, "hour of the day"))
+    ):
+        ax = fig.add_subplot(grid[1, col])
+        ax.bar(np.arange(len(rates)), np.nan_to_num(rates) * 100, width=0.9, color="tab:red")
+        ax.axhline(profile.overall * 100, color="black", ls="--", lw=1, label="all decisions")
+        ax.set_xlabel(label)
+        ax.set_ylabel("under-prediction rate (%)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path, dpi=110)
+
+
+def _save(fig, path: str | Path, *, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

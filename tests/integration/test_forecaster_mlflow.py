@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,8 +52,16 @@ def test_train_register_load_and_backtest(mlflow_server, tmp_path):
 
     from mlflow import MlflowClient
 
-    run = MlflowClient(mlflow_server).get_run(out["run_id"])
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(out["run_id"])
     assert "q095_mean_over_provisioning" in run.data.metrics and run.data.params["hidden"] == "25"
+    # Where the q0.95 forecasts missed is browsable beside the metrics, and agrees with them.
+    logged = {a.path for a in client.list_artifacts(out["run_id"], "backtest")}
+    assert logged == {"backtest/backtest_misses.json", "backtest/backtest_misses.png"}
+    saved = client.download_artifacts(out["run_id"], "backtest/backtest_misses.json", str(tmp_path))
+    misses = json.loads(Path(saved).read_text())
+    assert misses["overall"] == pytest.approx(out["metrics"]["q095_under_prediction_rate"], abs=1e-5)
+    assert len(misses["by_minute_of_hour"]) == 60 and len(misses["by_hour_of_day"]) == 24
 
     loaded = load_forecaster(out["model_uri"], tracking_uri=mlflow_server)
     series = np.loadtxt(trace) / 8
