@@ -790,7 +790,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = forecast.add_parser("train", help="train a forecaster and register it in MLflow with its backtest")
     trace_args(p)
     p.add_argument(
-        "--model", choices=["lstm", "lstm-quantile", "lstm-quantile-hourly"], default="lstm-quantile"
+        "--model",
+        choices=["lstm", "lstm-quantile", "lstm-quantile-hourly", "lstm-quantile-onsets"],
+        default="lstm-quantile",
     )
     p.add_argument("--registered-name", default="ipa-load-forecaster")
     p.add_argument("--tracking-uri")

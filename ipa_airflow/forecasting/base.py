@@ -12,13 +12,16 @@ import datetime as dt
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..spec import PLAN_QUANTILES
 from .season import Season
 from .windows import WindowSpec, decision_seconds, recent_bins, samples
+
+if TYPE_CHECKING:
+    from .onsets import Onsets
 
 SCHEMA_VERSION = 1
 _LEVELS = 5  # groups of predicted level for the residual quantiles
@@ -131,6 +134,7 @@ class FittedForecaster:
     heads: QuantileHeads | None = None
     module: Any = None  # the trained torch module, for models that have one
     season: Season | None = None  # load that repeats with the clock (see season.py)
+    onsets: Onsets | None = None  # bursts that start at the same minute in some hours (see onsets.py)
 
     def inputs(
         self, series: np.ndarray, *, start_s: int = 0, first_decision_s: int = 0
@@ -151,12 +155,17 @@ class FittedForecaster:
     def quantile(self, X: np.ndarray, q: float, decision_s: np.ndarray | None = None) -> np.ndarray:
         """An upper quantile of the next peak: the model's own head where it has one, else the point
         scaled by the held-out residual quantile at its level."""
-        if self.heads is not None:
-            direct = self.heads.predict(np.asarray(X, dtype=float), q)
-            if direct is not None:
-                return np.maximum(direct, 0.0) * self._seasonal(decision_s, q)
-        point = self._base_point(X)
-        return point * self.residuals.factor(point, q) * self._seasonal(decision_s, q)
+        direct = None if self.heads is None else self.heads.predict(np.asarray(X, dtype=float), q)
+        if direct is not None:
+            out = np.maximum(direct, 0.0) * self._seasonal(decision_s, q)
+        else:
+            point = self._base_point(X)
+            out = point * self.residuals.factor(point, q) * self._seasonal(decision_s, q)
+        if self.onsets is None:
+            return out
+        if decision_s is None:
+            raise ValueError(f"forecaster '{self.name}' has onsets by the clock: it needs the decision times")
+        return self.onsets.combine(out, np.asarray(X, dtype=float), decision_s, q)
 
     def _base_point(self, X: np.ndarray) -> np.ndarray:
         return np.maximum(self.predict_fn(np.asarray(X, dtype=float)), 0.0)
@@ -211,6 +220,20 @@ class Forecaster(Protocol):
     def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
         """`start_s`: the time of series[0] (unix seconds, or a trace's second); seasonal models use it."""
         ...
+
+
+@dataclass(frozen=True)
+class ClockLayer:
+    """A layer around a base forecaster that knows the clock (seasonal.py, onsets.py): it fits the base
+    model, then learns what repeats every `period_s` seconds on top of it."""
+
+    base: Forecaster
+    name: str
+    period_s: int = 3600
+
+    @property
+    def window(self) -> WindowSpec:
+        return self.base.window
 
 
 def calibration_cut(n_s: int, window: WindowSpec) -> int:

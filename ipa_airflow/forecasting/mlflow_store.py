@@ -16,10 +16,16 @@ import numpy as np
 from ..registry.mlflow_profiles import RegistryError
 from .base import FittedForecaster, QuantileHeads, ResidualQuantiles
 from .lstm import _run
+from .onsets import Onsets
 from .season import Season
 from .windows import MAX, WindowSpec, samples
 
-FEATURES = {"lstm": slice(MAX, MAX + 1), "lstm-quantile": slice(0, 2), "lstm-quantile-hourly": slice(0, 2)}
+FEATURES = {
+    "lstm": slice(MAX, MAX + 1),
+    "lstm-quantile": slice(0, 2),
+    "lstm-quantile-hourly": slice(0, 2),
+    "lstm-quantile-onsets": slice(0, 2),
+}
 
 
 def _calibration(fitted: FittedForecaster) -> dict:
@@ -41,6 +47,12 @@ def _calibration(fitted: FittedForecaster) -> dict:
             "period_s": fitted.season.period_s,
             "profile": [round(float(v), 5) for v in fitted.season.profile],
             "corrections": dict(fitted.season.corrections),
+        }
+    if fitted.onsets is not None:
+        cal["onsets"] = {
+            "period_s": fitted.onsets.period_s,
+            "ratios": {q: [round(float(v), 5) for v in r] for q, r in fitted.onsets.ratios.items()},
+            "corrections": dict(fitted.onsets.corrections),
         }
     return cal
 
@@ -124,6 +136,11 @@ def load_forecaster(model_uri: str, *, tracking_uri: str) -> FittedForecaster:
     if "season" in cal:
         s = cal["season"]
         season = Season(int(s["period_s"]), np.asarray(s["profile"], dtype=float), dict(s["corrections"]))
+    onsets = None
+    if "onsets" in cal:
+        o = cal["onsets"]
+        ratios = {q: np.asarray(r, dtype=float) for q, r in o["ratios"].items()}
+        onsets = Onsets(int(o["period_s"]), window, ratios, dict(o["corrections"]))
     return FittedForecaster(
-        cal["name"], window, predict, residuals, {"model_uri": model_uri}, 0.0, heads, module, season
+        cal["name"], window, predict, residuals, {"model_uri": model_uri}, 0.0, heads, module, season, onsets
     )

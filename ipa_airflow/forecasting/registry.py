@@ -6,12 +6,17 @@ from .arima import Arima
 from .exp_smoothing import ExpSmoothing
 from .level import Level
 from .lstm import Lstm, QuantileLstm
+from .onsets import WithOnsets
 from .seasonal import Seasonal
 from .simple import Reactive, WindowMax
 
 
 def _hourly_lstm_quantile(**kwargs) -> Seasonal:
     return Seasonal(QuantileLstm(**kwargs), name="lstm-quantile-hourly")
+
+
+def _lstm_quantile_onsets(**kwargs) -> WithOnsets:
+    return WithOnsets(QuantileLstm(**kwargs), name="lstm-quantile-onsets")
 
 
 FORECASTERS = {
@@ -23,6 +28,7 @@ FORECASTERS = {
     "lstm": Lstm,
     "lstm-quantile": QuantileLstm,
     "lstm-quantile-hourly": _hourly_lstm_quantile,
+    "lstm-quantile-onsets": _lstm_quantile_onsets,
 }
 
 

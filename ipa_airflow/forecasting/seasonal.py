@@ -9,19 +9,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..spec import PLAN_QUANTILES
-from .base import FittedForecaster, Forecaster, calibration_cut
+from .base import ClockLayer, FittedForecaster, calibration_cut
 from .season import MIN_PERIODS, Season
 
 
 @dataclass(frozen=True)
-class Seasonal:
-    base: Forecaster
-    name: str
-    period_s: int = 3600
-
-    @property
-    def window(self):
-        return self.base.window
+class Seasonal(ClockLayer):
+    """Any base model, fitted on the rates with their profile of the period divided out."""
 
     def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
         t0 = time.perf_counter()

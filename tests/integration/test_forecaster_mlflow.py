@@ -145,26 +145,31 @@ def test_the_forecast_task_loads_the_registered_forecaster_and_falls_back_withou
     assert fallback["model"] == "reactive" and fallback["note"].startswith("fallback: reactive fitted")
 
 
-def test_a_seasonal_forecaster_keeps_its_hourly_profile_through_the_registry(mlflow_server):
+@pytest.mark.parametrize(
+    ("model", "clock"), [("lstm-quantile-hourly", "season"), ("lstm-quantile-onsets", "onsets")]
+)
+def test_a_clock_aware_forecaster_keeps_what_it_knows_of_the_hour_through_the_registry(
+    mlflow_server, model, clock
+):
     from ipa_airflow.forecasting.mlflow_store import log_forecaster
     from ipa_airflow.forecasting.registry import forecaster
     from ipa_airflow.forecasting.sources import read_trace
     from ipa_airflow.settings import default_trace
 
     series = read_trace(default_trace(), damping=8)[: 3 * 86_400]
-    fitted = forecaster("lstm-quantile-hourly").fit(series[: 2 * 86_400], start_s=0)
-    assert fitted.season is not None
+    fitted = forecaster(model).fit(series[: 2 * 86_400], start_s=0)
+    assert getattr(fitted, clock) is not None
     _, version = log_forecaster(
         fitted,
         tracking_uri=mlflow_server,
         experiment="ipa-forecasters",
-        registered_name="ipa-hourly-forecaster",
+        registered_name=f"ipa-{clock}-forecaster",
         metrics={},
         train_series=series[: 2 * 86_400],
     )
-    loaded = load_forecaster(f"models:/ipa-hourly-forecaster/{version}", tracking_uri=mlflow_server)
-    assert loaded.name == "lstm-quantile-hourly" and loaded.season is not None
-    assert dict(loaded.season.corrections) == pytest.approx(dict(fitted.season.corrections))
+    loaded = load_forecaster(f"models:/ipa-{clock}-forecaster/{version}", tracking_uri=mlflow_server)
+    assert loaded.name == model and getattr(loaded, clock) is not None
+    assert dict(getattr(loaded, clock).corrections) == pytest.approx(dict(getattr(fitted, clock).corrections))
     X, _, decisions = fitted.inputs(series[2 * 86_400 :], start_s=2 * 86_400)
     assert np.allclose(loaded.quantile(X, 0.99, decisions), fitted.quantile(X, 0.99, decisions), rtol=1e-4)
     with pytest.raises(ValueError, match="needs the decision times"):
