@@ -1,6 +1,8 @@
 """Bursts that start at the same minute in some hours and not others: the onset table and the
 forecaster that provisions for them at the planner's quantile."""
 
+import datetime as dt
+
 import numpy as np
 import pytest
 
@@ -65,3 +67,14 @@ def test_onsets_catch_the_bursts_the_base_model_misses_at_the_planners_quantile(
 def test_too_little_history_fits_the_base_model_alone_and_says_so():
     fitted = WithOnsets(Level(), name="level-onsets").fit(sometimes_bursting(20))
     assert fitted.onsets is None and fitted.params["onsets"].startswith("none: fewer than 24 periods")
+
+
+def test_a_live_forecast_provisions_for_the_onset_from_the_time_of_now():
+    fitted = WithOnsets(Level(), name="level-onsets").fit(sometimes_bursting(40))
+    rates = np.full(300, 20.0)
+    hour = dt.datetime(2026, 1, 1, 5, tzinfo=dt.UTC)
+    # `now` is the last observed second: the next decision starts one second later.
+    before = fitted.forecast(rates, now=hour + dt.timedelta(seconds=1900 - 1))
+    away = fitted.forecast(rates, now=hour + dt.timedelta(seconds=600 - 1))
+    assert before.at(0.99) > 3 * away.at(0.99)
+    assert before.at(0.95) == away.at(0.95)
