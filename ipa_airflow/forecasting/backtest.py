@@ -34,12 +34,17 @@ class BacktestResult:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
 
+def misses(forecasts: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """Which intervals' true peak exceeded the forecast (an under-prediction)."""
+    return actual > forecasts + 1e-9
+
+
 def evaluate(forecasts: np.ndarray, actual: np.ndarray, rising: np.ndarray | None = None) -> dict:
     """The backtest's scores; `rising` marks the decisions before a rise (see `rises`)."""
     ok = actual > 0
     f, a = forecasts[ok], actual[ok]
     rising = np.zeros(len(actual), dtype=bool) if rising is None else rising
-    missed = actual > forecasts + 1e-9  # as Walk.missed
+    missed = misses(forecasts, actual)
     return {
         "mape": float(np.mean(np.abs(f - a) / a)),
         "rmse": float(np.sqrt(np.mean((forecasts - actual) ** 2))),
@@ -86,7 +91,7 @@ class Walk:
 
     @property
     def missed(self) -> np.ndarray:
-        return self.actual > self.forecast + 1e-9
+        return misses(self.forecast, self.actual)
 
 
 def walk(

@@ -154,7 +154,8 @@ class FittedForecaster:
 
     def quantile(self, X: np.ndarray, q: float, decision_s: np.ndarray | None = None) -> np.ndarray:
         """An upper quantile of the next peak: the model's own head where it has one, else the point
-        scaled by the held-out residual quantile at its level."""
+        scaled by the held-out residual quantile at its level; at least the onset floor where the
+        model has one (onsets.py)."""
         direct = None if self.heads is None else self.heads.predict(np.asarray(X, dtype=float), q)
         if direct is not None:
             out = np.maximum(direct, 0.0) * self._seasonal(decision_s, q)

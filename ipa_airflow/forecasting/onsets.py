@@ -43,10 +43,13 @@ def onset_level(X: np.ndarray, window: WindowSpec) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Onsets:
+    """Per quantile, the ratio of next peak to current rate to provision for at each bin of the period
+    (0 outside onset slots), and the scale of the model's own quantile once the floor is there."""
+
     period_s: int
     window: WindowSpec
-    ratios: Mapping[str, np.ndarray]  # quantile -> ratio per bin of the period; 0 outside onsets
-    corrections: Mapping[str, float] = field(default_factory=dict)  # quantile -> scale of the model's
+    ratios: Mapping[str, np.ndarray]
+    corrections: Mapping[str, float] = field(default_factory=dict)
 
     @classmethod
     def measure(
