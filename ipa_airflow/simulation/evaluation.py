@@ -201,6 +201,7 @@ def window_summary(spec_path, trace, starts, policies, fitted, seed, adaptation)
             "windows_over_1pct": int((v >= 0.01).sum()),
             "accuracy_mean": round(float(np.mean([r["mean_accuracy"] for r in runs])), 5),
             "cost_mean": round(float(np.mean([r["mean_cost"] for r in runs])), 4),
+            "planned_over_load_mean": round(float(np.mean([r["planned_over_load"] for r in runs])), 4),
         }
         if "fa2-high" in per:
             share = [r["mean_cost"] / h["mean_cost"] for r, h in zip(runs, per["fa2-high"], strict=True)]
@@ -269,13 +270,14 @@ def markdown(report: dict) -> str:
             f"Over {n} random 20-minute windows of the test days:",
             "",
             "| pipeline | policy | violations mean | worst | windows >= 1 % | accuracy (PAS) | cost "
-            "| cost / fa2-high |",
-            "|---|---|---|---|---|---|---|---|",
+            "| cost / fa2-high | planned / load |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in report["random_windows"]:
             lines.append(
                 f"| {r['pipeline']} | {r['policy']} | {r['violations_mean']:.2%} | {r['violations_max']:.2%} "
                 f"| {r['windows_over_1pct']} | {r['accuracy_mean']:.4f} | {r['cost_mean']:.2f} "
-                f"| {r.get('cost_share_of_fa2_high_mean', float('nan')):.0%} |"
+                f"| {r.get('cost_share_of_fa2_high_mean', float('nan')):.0%} "
+                f"| {r['planned_over_load_mean']:.2f} |"
             )
     return "\n".join(lines) + "\n"

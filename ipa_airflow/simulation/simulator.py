@@ -77,6 +77,10 @@ class SimResult:
             ),
             "mean_accuracy": round(float(np.mean(ps["accuracy"])), 5),
             "mean_cost": round(float(np.mean(ps["cost"])), 4),
+            # The load the plans were sized for, over the load that came: what the forecasts (and the
+            # stabilisation holding the highest) asked for. Cost follows it only in part, because the
+            # planner also spends headroom on more accurate variants.
+            "planned_over_load": round(float(np.mean(ps["planned"]) / max(np.mean(ps["load"]), 1e-9)), 4),
             "reconfigurations": self.reconfigurations,
             "solver_s": round(self.solver_s, 3),
             "wall_s": round(self.wall_s, 3),

@@ -121,6 +121,9 @@ def test_evaluation_on_the_shipped_trace_meets_the_bursty_target_and_summarises_
     summary = {r["policy"]: r for r in report["random_windows"]}
     assert set(summary) == {"ipa", "fa2-high", "hpa"} and summary["ipa"]["windows"] == 2
     assert summary["fa2-high"]["cost_share_of_fa2_high_mean"] == 1.0
+    # ipa sizes its plans for an upper quantile of the forecast peak: above the load that came, not wildly.
+    assert 1.0 < summary["ipa"]["planned_over_load_mean"] < 4.0
+    assert "planned / load" in (tmp_path / "evaluation.md").read_text()
     assert "random 20-minute windows" in (tmp_path / "evaluation.md").read_text()
     assert (tmp_path / "video-cpu_bursty.png").stat().st_size > 10_000
 
