@@ -791,7 +791,13 @@ def build_parser() -> argparse.ArgumentParser:
     trace_args(p)
     p.add_argument(
         "--model",
-        choices=["lstm", "lstm-quantile", "lstm-quantile-hourly", "lstm-quantile-onsets"],
+        choices=[
+            "lstm",
+            "lstm-quantile",
+            "lstm-quantile-hourly",
+            "lstm-quantile-onsets",
+            "lstm-quantile-hourly-onsets",
+        ],
         default="lstm-quantile",
     )
     p.add_argument("--registered-name", default="ipa-load-forecaster")

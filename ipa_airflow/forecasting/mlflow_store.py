@@ -25,6 +25,7 @@ FEATURES = {
     "lstm-quantile": slice(0, 2),
     "lstm-quantile-hourly": slice(0, 2),
     "lstm-quantile-onsets": slice(0, 2),
+    "lstm-quantile-hourly-onsets": slice(0, 2),
 }
 
 

@@ -19,6 +19,10 @@ def _lstm_quantile_onsets(**kwargs) -> WithOnsets:
     return WithOnsets(QuantileLstm(**kwargs), name="lstm-quantile-onsets")
 
 
+def _hourly_lstm_quantile_onsets(**kwargs) -> WithOnsets:
+    return WithOnsets(_hourly_lstm_quantile(**kwargs), name="lstm-quantile-hourly-onsets")
+
+
 FORECASTERS = {
     "reactive": Reactive,
     "max": WindowMax,
@@ -29,6 +33,7 @@ FORECASTERS = {
     "lstm-quantile": QuantileLstm,
     "lstm-quantile-hourly": _hourly_lstm_quantile,
     "lstm-quantile-onsets": _lstm_quantile_onsets,
+    "lstm-quantile-hourly-onsets": _hourly_lstm_quantile_onsets,
 }
 
 

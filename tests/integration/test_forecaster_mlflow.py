@@ -146,10 +146,15 @@ def test_the_forecast_task_loads_the_registered_forecaster_and_falls_back_withou
 
 
 @pytest.mark.parametrize(
-    ("model", "clock"), [("lstm-quantile-hourly", "season"), ("lstm-quantile-onsets", "onsets")]
+    ("model", "clocks"),
+    [
+        ("lstm-quantile-hourly", ["season"]),
+        ("lstm-quantile-onsets", ["onsets"]),
+        ("lstm-quantile-hourly-onsets", ["season", "onsets"]),
+    ],
 )
 def test_a_clock_aware_forecaster_keeps_what_it_knows_of_the_hour_through_the_registry(
-    mlflow_server, model, clock
+    mlflow_server, model, clocks
 ):
     from ipa_airflow.forecasting.mlflow_store import log_forecaster
     from ipa_airflow.forecasting.registry import forecaster
@@ -158,18 +163,21 @@ def test_a_clock_aware_forecaster_keeps_what_it_knows_of_the_hour_through_the_re
 
     series = read_trace(default_trace(), damping=8)[: 3 * 86_400]
     fitted = forecaster(model).fit(series[: 2 * 86_400], start_s=0)
-    assert getattr(fitted, clock) is not None
+    assert all(getattr(fitted, clock) is not None for clock in clocks)
     _, version = log_forecaster(
         fitted,
         tracking_uri=mlflow_server,
         experiment="ipa-forecasters",
-        registered_name=f"ipa-{clock}-forecaster",
+        registered_name=f"ipa-{model}",
         metrics={},
         train_series=series[: 2 * 86_400],
     )
-    loaded = load_forecaster(f"models:/ipa-{clock}-forecaster/{version}", tracking_uri=mlflow_server)
-    assert loaded.name == model and getattr(loaded, clock) is not None
-    assert dict(getattr(loaded, clock).corrections) == pytest.approx(dict(getattr(fitted, clock).corrections))
+    loaded = load_forecaster(f"models:/ipa-{model}/{version}", tracking_uri=mlflow_server)
+    assert loaded.name == model
+    for clock in clocks:
+        kept, trained = getattr(loaded, clock), getattr(fitted, clock)
+        assert kept is not None, f"{clock} lost in the registry"
+        assert dict(kept.corrections) == pytest.approx(dict(trained.corrections))
     X, _, decisions = fitted.inputs(series[2 * 86_400 :], start_s=2 * 86_400)
     assert np.allclose(loaded.quantile(X, 0.99, decisions), fitted.quantile(X, 0.99, decisions), rtol=1e-4)
     with pytest.raises(ValueError, match="needs the decision times"):
