@@ -385,7 +385,7 @@ def _render_frontier(front: dict) -> None:
 def cmd_forecast_train(args) -> int:
     import tempfile
 
-    from .forecasting.backtest import score, walk
+    from .forecasting.backtest import score, walks
     from .forecasting.misses import MissProfile
     from .forecasting.mlflow_store import log_forecaster
     from .forecasting.registry import forecaster
@@ -400,8 +400,8 @@ def cmd_forecast_train(args) -> int:
     )
     fitted = forecaster(args.model).fit(train, seed=args.seed, start_s=train_start)
     metrics = {}
-    walks = {q: walk(fitted, train, test, quantile=q, test_start_s=test_start) for q in (None, 0.9, 0.95)}
-    for q, w in walks.items():
+    walked = walks(fitted, train, test, quantiles=(None, 0.9, 0.95), test_start_s=test_start)
+    for q, w in walked.items():
         r = score(fitted, w, q)
         tag = "point" if q is None else f"q{q:g}".replace(".", "")
         metrics.update(
@@ -413,13 +413,13 @@ def cmd_forecast_train(args) -> int:
             }
         )
     # Where the q0.95 forecasts missed goes beside the metrics, for people browsing the run in MLflow.
-    misses = MissProfile.of(walks[0.95])
+    misses = MissProfile.of(walked[0.95])
     registry = _registry(args.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="ipa-train-") as tmp:
         summary = Path(tmp) / "backtest_misses.json"
         summary.write_text(json.dumps(misses.to_dict(), indent=1))
         plot = plot_misses(
-            walks[0.95], misses, Path(tmp) / "backtest_misses.png", title=f"{fitted.name} q0.95"
+            walked[0.95], misses, Path(tmp) / "backtest_misses.png", title=f"{fitted.name} q0.95"
         )
         run_id, version = log_forecaster(
             fitted,

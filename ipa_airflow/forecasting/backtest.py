@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -94,6 +95,26 @@ class Walk:
         return misses(self.forecast, self.actual)
 
 
+def walks(
+    fitted: FittedForecaster,
+    history: np.ndarray,
+    test: np.ndarray,
+    *,
+    quantiles: Sequence[float | None],
+    test_start_s: int | None = None,
+) -> dict[float | None, Walk]:
+    """`walk` for each of `quantiles` (None: the point), building the inputs and the rises once."""
+    start = len(history) if test_start_s is None else test_start_s
+    series, X, y, decisions, reach = held_out_inputs(fitted, history, test, start)
+    rising = rises(series, fitted.window, first_decision_s=reach)
+    out = {}
+    for q in dict.fromkeys(quantiles):
+        t0 = time.perf_counter()
+        f = fitted.predict(X, decisions) if q is None else fitted.quantile(X, q, decisions)
+        out[q] = Walk(decisions, f, y, rising, time.perf_counter() - t0)
+    return out
+
+
 def walk(
     fitted: FittedForecaster,
     history: np.ndarray,
@@ -104,12 +125,7 @@ def walk(
 ) -> Walk:
     """Decisions at every bin boundary of `test`; the window may reach back into `history`. `test`
     starts at time `test_start_s` (default: right after a `history` that starts at 0)."""
-    start = len(history) if test_start_s is None else test_start_s
-    series, X, y, decisions, reach = held_out_inputs(fitted, history, test, start)
-    t0 = time.perf_counter()
-    f = fitted.predict(X, decisions) if quantile is None else fitted.quantile(X, quantile, decisions)
-    elapsed = time.perf_counter() - t0
-    return Walk(decisions, f, y, rises(series, fitted.window, first_decision_s=reach), elapsed)
+    return walks(fitted, history, test, quantiles=(quantile,), test_start_s=test_start_s)[quantile]
 
 
 def backtest(

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .backtest import backtest, evaluate, held_out_inputs, held_out_series, rises
+from .backtest import evaluate, held_out_series, score, walks
 from .frontier import UNDER_RATES, frontier, future_mean
 from .registry import FORECASTERS, forecaster
 from .sources import SECONDS_PER_DAY, days
@@ -37,25 +37,25 @@ def compare(
         if on_model:
             on_model(name)
         fitted = forecaster(name).fit(train, seed=seed, start_s=train_start)
-        rows += [
-            backtest(fitted, train, test, quantile=q, test_start_s=test_start).to_dict()
-            for q in (None, *quantiles)
-        ]
-        held, X, y, decisions, reach = held_out_inputs(fitted, train, test, test_start)
+        walked = walks(
+            fitted, train, test, quantiles=(None, *quantiles, FRONTIER_QUANTILE), test_start_s=test_start
+        )
+        rows += [score(fitted, walked[q], q).to_dict() for q in (None, *quantiles)]
+        at_frontier = walked[FRONTIER_QUANTILE]
         curves[f"{name} (q{FRONTIER_QUANTILE:g} x constant)"] = frontier(
-            fitted.quantile(X, FRONTIER_QUANTILE, decisions), y
+            at_frontier.forecast, at_frontier.actual
         )
         if name == "lstm":
-            point = fitted.predict(X, decisions)
-            curves["lstm (point x fixed margin)"] = frontier(point, y)
-            rising = rises(held, fitted.window, first_decision_s=reach)
+            point = walked[None]
+            curves["lstm (point x fixed margin)"] = frontier(point.forecast, point.actual)
             for m in MARGINS:
+                scores = evaluate(point.forecast * (1 + m), point.actual, point.rising)
                 row = {
                     "model": "lstm",
                     "quantile": None,
                     "margin": m,
-                    "decisions": len(y),
-                    **{k: round(v, 5) for k, v in evaluate(point * (1 + m), y, rising).items()},
+                    "decisions": len(point.actual),
+                    **{k: round(v, 5) for k, v in scores.items()},
                 }
                 rows.append(row)
     return {
