@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .backtest import evaluate, held_out_series, score, walks
-from .frontier import UNDER_RATES, frontier, future_mean
+from .frontier import UNDER_RATES, around_mean, frontier, future_mean
 from .registry import FORECASTERS, forecaster
 from .sources import SECONDS_PER_DAY, days
 from .windows import WindowSpec, decision_seconds, samples
@@ -17,6 +17,8 @@ QUANTILES = (0.9, 0.95, 0.99)
 MARGINS = (0.1, 0.2)  # InfAdapter's 10 %, IPA's 20 %
 # The quantile whose forecasts the trade-off curves scale: the one nearest the 5 % the target is set at.
 FRONTIER_QUANTILE = 0.95
+# The seconds on each side of the interval the two-sided reference knows (see frontier).
+AROUND_S = 10
 
 
 def compare(
@@ -67,14 +69,18 @@ def compare(
 
 
 def oracles(train: np.ndarray, test: np.ndarray, window: WindowSpec | None = None) -> dict[str, list[float]]:
-    """The trade-off curves of forecasts that know the mean rate of each next interval (see frontier)."""
+    """The trade-off curves of forecasts that know the mean rate of each next interval, and of one that
+    knows the load on both sides of it (see frontier)."""
     window = window or WindowSpec()
     series, reach = held_out_series(train, test, window)
     _, y = samples(series, window, first_decision_s=reach)
-    mean = future_mean(
-        series, decision_seconds(len(series), window, first_decision_s=reach), window.horizon_s
-    )
+    decisions = decision_seconds(len(series), window, first_decision_s=reach)
+    mean = future_mean(series, decisions, window.horizon_s)
+    around = around_mean(series, decisions, window.horizon_s, AROUND_S)
     return {
         "oracle: next mean rate x constant": frontier(mean, y),
         "oracle: next mean rate + k * sqrt(rate)": frontier(mean + np.sqrt(mean), y, base=mean),
+        f"oracle: mean of the {AROUND_S} s before and after + k * sqrt(rate)": frontier(
+            around + np.sqrt(around), y, base=around
+        ),
     }

@@ -10,6 +10,11 @@ scored, which nothing that looks only at the past can know: one scales that mean
 other adds a margin that grows with the square root of the mean, as the spread of counts does. What
 stays above them is the spread of per-second counts around their mean inside the interval. They are
 references, not bounds: a forecaster that knew the spread of the next interval could still beat them.
+
+A third reference knows the load on both sides of the interval, not inside it: the mean rate of the 10 s
+before it and of the 10 s after it, plus a square-root margin. It answers a different question: how much
+of a forecaster's gap to the oracles is the rate moving where the past cannot see, and how much is the
+noise of the interval itself, which only knowing the interval's own counts removes.
 """
 
 from __future__ import annotations
@@ -41,6 +46,19 @@ def frontier(
         k = float(np.quantile(needed, 1 - u))
         out.append(float(np.mean((b[ok] + margin[ok] * k) / a[ok] - 1)))
     return out
+
+
+def around_mean(series: np.ndarray, decision_s: np.ndarray, horizon_s: int, width_s: int) -> np.ndarray:
+    """The mean rate of the `width_s` seconds before t and of the `width_s` seconds after t + horizon,
+    averaged, for each decision time t; where the series ends before the seconds after, the part it has
+    (or only the seconds before)."""
+    t = np.asarray(decision_s, dtype=np.int64)
+    before = future_mean(series, t - width_s, width_s)
+    csum = np.concatenate([[0.0], np.cumsum(series)])
+    end = t + horizon_s
+    have = np.clip(len(series) - end, 0, width_s)
+    after = (csum[end + have] - csum[end]) / np.maximum(have, 1)
+    return np.where(have > 0, (before + after) / 2, before)
 
 
 def future_mean(series: np.ndarray, decision_s: np.ndarray, horizon_s: int) -> np.ndarray:

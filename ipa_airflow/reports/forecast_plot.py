@@ -16,9 +16,10 @@ def plot_frontier(
     front = report["frontier"]
     under = [u * 100 for u in front["under_rates"]]
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # more forecasters than the default 10 colours
     for name, curve in front["curves"].items():
         ax.plot(under, [c * 100 for c in curve], "o-" if "x constant" in name else "s--", label=name)
-    for (name, curve), style in zip(front["oracles"].items(), ("k:", "k-."), strict=False):
+    for (name, curve), style in zip(front["oracles"].items(), ("k:", "k-.", "k--"), strict=False):
         ax.plot(under, [c * 100 for c in curve], style, lw=2, label=name)
     for row in report["rows"]:
         if row.get("quantile"):

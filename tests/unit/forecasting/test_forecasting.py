@@ -6,7 +6,7 @@ import pytest
 from ipa_airflow.forecasting.backtest import backtest, evaluate
 from ipa_airflow.forecasting.base import Forecast, ResidualQuantiles
 from ipa_airflow.forecasting.evaluation import oracles
-from ipa_airflow.forecasting.frontier import UNDER_RATES, frontier, future_mean
+from ipa_airflow.forecasting.frontier import UNDER_RATES, around_mean, frontier, future_mean
 from ipa_airflow.forecasting.registry import FORECASTERS, forecaster
 from ipa_airflow.forecasting.sources import LoadSourceError, days, parse_days, read_trace
 from ipa_airflow.forecasting.step import forecast_step
@@ -187,14 +187,25 @@ def test_forecasters_that_look_back_stay_above_the_oracles_when_the_rate_jumps()
     X, y = samples(np.concatenate([train[-120:], test]), fitted.window, first_decision_s=120)
     model_curve = frontier(fitted.quantile(X, 0.95), y)
     curves = oracles(train, test)
-    assert len(curves) == 2
+    assert len(curves) == 3
     for curve in curves.values():
         assert len(curve) == len(model_curve) == len(UNDER_RATES)
         assert all(o < m for o, m in zip(curve, model_curve, strict=True))
         assert curve == sorted(curve, reverse=True)  # fewer misses cost more
     # Poisson counts spread like sqrt(rate): a margin of that shape needs less than a constant factor.
-    constant, sqrt = curves.values()
+    constant, sqrt, around = curves.values()
     assert sqrt[UNDER_RATES.index(0.05)] < constant[UNDER_RATES.index(0.05)]
+    # Knowing both sides of the interval is not knowing the interval: a jump inside it is still missed.
+    assert all(s < a for s, a in zip(sqrt, around, strict=True))
+
+
+def test_around_mean_averages_both_sides_and_keeps_what_the_series_has_at_its_end():
+    series = np.array([2.0] * 10 + [100.0] * 20 + [6.0] * 10 + [9.0] * 8)
+    got = around_mean(series, np.array([10, 20, 28]), 20, 10)
+    # 2 req/s before, 6 after: the 100 inside the interval is not seen
+    # the 10 s before (100) and the 8 s after the horizon that the series has (9)
+    # the series ends with the horizon: only the seconds before
+    assert got == pytest.approx([4.0, (100.0 + 9.0) / 2, 100.0])
 
 
 @pytest.mark.parametrize(("noise", "exponent"), [("poisson", 0.5), ("proportional", 1.0)])
