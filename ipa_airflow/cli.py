@@ -12,7 +12,7 @@ from .optimizer import POLICIES, SOLVERS, plan
 from .pipelines import load_pipeline, missing_profiles
 from .plans import Plan
 from .profiles import ProfileError, ProfileSet, import_reference_jsonl
-from .spec import SpecError, load_spec
+from .spec import PLAN_QUANTILES, SpecError, load_spec
 
 REPO_PROFILES = Path(__file__).resolve().parent.parent / "profiles"
 
@@ -706,6 +706,17 @@ def cmd_profiles_compare(args) -> int:
     return 0
 
 
+def _open_probability(text: str) -> float:
+    """An argparse type for a quantile: a number strictly between 0 and 1."""
+    try:
+        q = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.95, got {text!r}") from None
+    if not 0 < q < 1:
+        raise argparse.ArgumentTypeError(f"a quantile lies strictly between 0 and 1, such as 0.95, not {q:g}")
+    return q
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ipa", description="Inference Pipeline Adaptation for Airflow")
     parser.add_argument("--version", action="version", version=f"ipa-airflow {__version__}")
@@ -778,7 +789,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=list(FORECASTERS), default="lstm-quantile")
     p.add_argument("--model-uri", help="backtest a registered forecaster instead of fitting one")
     p.add_argument("--tracking-uri")
-    p.add_argument("--quantile", type=float, help="score an upper quantile (e.g. 0.95) instead of the point")
+    p.add_argument(
+        "--quantile", type=_open_probability, help="score an upper quantile (e.g. 0.95) instead of the point"
+    )
     p.add_argument("--plot", help="write a PNG of where it missed: its worst hour, by minute and by hour")
     p.set_defaults(func=cmd_forecast_backtest)
 
@@ -838,7 +851,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policies", default="ipa,fa2-low,fa2-high,rim,hpa", help="evaluate: the policies")
     p.add_argument("--forecaster", default="lstm-quantile")
     p.add_argument(
-        "--quantile", type=float, help="provision for this forecast quantile instead of each spec's"
+        "--quantile",
+        type=float,
+        choices=PLAN_QUANTILES,
+        help="provision for this forecast quantile instead of each spec's",
     )
     p.add_argument(
         "--interval",

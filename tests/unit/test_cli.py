@@ -87,3 +87,18 @@ def test_demo_plans_every_example_pipeline_under_every_policy(capsys):
     assert pipelines == {"video-cpu", "video-gpu", "video-3stage-gpu"}
     assert {p["policy"] for p in plans} == {"ipa", "fa2-low", "fa2-high", "rim"}
     assert all(p["stages"] for p in plans)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["forecast", "backtest", "--trace", "t.txt", "--quantile", "1.5"], "strictly between 0 and 1"),
+        (["forecast", "backtest", "--trace", "t.txt", "--quantile", "high"], "a number such as 0.95"),
+        (["simulate", "evaluate", "--quantile", "0.97"], "choose from 0.8, 0.9, 0.95, 0.99"),
+    ],
+)
+def test_a_bad_quantile_is_refused_before_any_work(argv, says, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
