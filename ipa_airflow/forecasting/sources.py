@@ -117,22 +117,23 @@ class PrometheusSource:
             if doc.get("status") != "success":
                 raise LoadSourceError(f"Prometheus query `{self.query}` failed: {doc.get('error', doc)}")
             result = doc["data"]["result"]
-        except (ValueError, KeyError, TypeError, AttributeError):
+            if not isinstance(result, list):
+                raise TypeError("the result of a range query is a list of series")
+            if len(result) > 1:
+                raise LoadSourceError(
+                    f"`{self.query}` returned {len(result)} series; aggregate it to one (sum(...))"
+                )
+            points = [(float(ts), float(value)) for ts, value in (result[0]["values"] if result else [])]
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
             raise LoadSourceError(
-                f"Prometheus at {self.url} answered something that is not a query result: {body[:200]!r}"
+                f"Prometheus at {self.url} answered something that is not a range query result: "
+                f"{body[:200]!r}"
             ) from None
         n = int(round(window_s / step_s))
         out = np.zeros(n)
-        if not result:
-            return out
-        if len(result) > 1:
-            raise LoadSourceError(
-                f"`{self.query}` returned {len(result)} series; aggregate it to one (sum(...))"
-            )
         start = end - window_s + step_s
-        for ts, value in result[0]["values"]:
-            i = int(round((float(ts) - start) / step_s))
-            v = float(value)
+        for ts, v in points:
+            i = int(round((ts - start) / step_s))
             if 0 <= i < n and math.isfinite(v):
                 out[i] = v
         return out

@@ -36,6 +36,8 @@ def forecast_step(
     reach `earlier * interval_s` seconds further back than the model's window."""
     try:
         rates = read_rates()
+        if len(rates) == 0 or not np.isfinite(rates).all():
+            raise LoadSourceError("the load source returned no usable rates")
     except LoadSourceError as exc:
         if last_good is not None and last_good.issued_at:
             age = (now - dt.datetime.fromisoformat(last_good.issued_at)).total_seconds()
@@ -51,8 +53,6 @@ def forecast_step(
                     earlier=last_good.earlier,
                 )
         raise
-    if len(rates) == 0 or not np.isfinite(rates).all():
-        raise LoadSourceError("the load source returned no usable rates")
     try:
         return fitted.forecast(rates, quantiles=quantiles, now=now, earlier=earlier, interval_s=interval_s)
     except Exception as exc:  # a broken model must not stop adaptation: react to the last bin instead

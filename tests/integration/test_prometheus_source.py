@@ -65,7 +65,7 @@ def test_a_bad_query_is_a_clear_error(prometheus):
 
 def test_something_that_is_not_prometheus(prometheus):
     _, exporter = prometheus
-    with pytest.raises(LoadSourceError, match="not a query result"):
+    with pytest.raises(LoadSourceError, match="not a range query result"):
         PrometheusSource(f"http://127.0.0.1:{exporter.port}/garbage", QUERY).rates(end=time.time())
 
 

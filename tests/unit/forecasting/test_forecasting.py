@@ -138,6 +138,12 @@ def test_step_falls_back_to_the_last_good_forecast_then_fails_loudly():
     assert fb.point == good.point and fb.note.startswith("fallback: last good forecast (30 s old)")
     with pytest.raises(LoadSourceError):
         forecast_step(down, fitted, now=now + dt.timedelta(seconds=600), last_good=good)
+    # rates that are no rates are a failed read too, with the same fallback
+    for unusable in (np.zeros(0), np.array([1.0, np.nan])):
+        fb = forecast_step(lambda u=unusable: u, fitted, now=later, last_good=good)
+        assert fb.point == good.point and "no usable rates" in fb.note
+        with pytest.raises(LoadSourceError, match="no usable rates"):
+            forecast_step(lambda u=unusable: u, fitted, now=later)
 
 
 def test_trace_reading_and_day_ranges(tmp_path):
