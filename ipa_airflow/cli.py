@@ -390,6 +390,7 @@ def cmd_forecast_train(args) -> int:
     from .forecasting.mlflow_store import log_forecaster
     from .forecasting.registry import forecaster
     from .forecasting.sources import named_days
+    from .registry.mlflow_profiles import check_reachable
     from .reports.forecast_plot import plot_misses
     from .settings import load_settings
 
@@ -398,6 +399,8 @@ def cmd_forecast_train(args) -> int:
         named_days(series, args.train_days),
         named_days(series, args.test_days),
     )
+    registry = _registry(args.tracking_uri)
+    check_reachable(registry.tracking_uri)  # before the fit, whose result would have nowhere to go
     fitted = forecaster(args.model).fit(train, seed=args.seed, start_s=train_start)
     metrics = {}
     walked = walks(fitted, train, test, quantiles=(None, 0.9, 0.95), test_start_s=test_start)
@@ -414,7 +417,6 @@ def cmd_forecast_train(args) -> int:
         )
     # Where the q0.95 forecasts missed goes beside the metrics, for people browsing the run in MLflow.
     misses = MissProfile.of(walked[0.95])
-    registry = _registry(args.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="ipa-train-") as tmp:
         summary = Path(tmp) / "backtest_misses.json"
         summary.write_text(json.dumps(misses.to_dict(), indent=1))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..registry.mlflow_profiles import RegistryError
+from ..registry.mlflow_profiles import mlflow_errors
 from .base import FittedForecaster, QuantileHeads, ResidualQuantiles
 from .lstm import _run
 from .onsets import Onsets
@@ -75,34 +75,33 @@ def log_forecaster(
 
     if fitted.module is None:
         raise ValueError(f"forecaster '{fitted.name}' has no trained module to log")
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    mlflow.set_experiment(experiment)
     X, _ = samples(train_series[-fitted.window.history_s * 4 :], fitted.window)
     example = X[:2, :, FEATURES[fitted.name]].astype(np.float32)  # two rows keep the batch axis dynamic
-    with mlflow.start_run(run_name=f"train {fitted.name}", tags=tags or {}) as run:
-        mlflow.log_params(
-            {k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in fitted.params.items()}
-        )
-        mlflow.log_metrics(metrics)
-        mlflow.log_dict(_calibration(fitted), "calibration.json")
-        for path in artifacts:
-            mlflow.log_artifact(str(path), artifact_path="backtest")
-        info = mlflow.pytorch.log_model(
-            fitted.module, name="model", input_example=example, registered_model_name=registered_name
-        )
-    version = str(info.registered_model_version)
-    return run.info.run_id, version
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    with mlflow_errors(tracking_uri, f"log the {fitted.name} forecaster"):
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=f"train {fitted.name}", tags=tags or {}) as run:
+            mlflow.log_params(
+                {k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in fitted.params.items()}
+            )
+            mlflow.log_metrics(metrics)
+            mlflow.log_dict(_calibration(fitted), "calibration.json")
+            for path in artifacts:
+                mlflow.log_artifact(str(path), artifact_path="backtest")
+            info = mlflow.pytorch.log_model(
+                fitted.module, name="model", input_example=example, registered_model_name=registered_name
+            )
+    return run.info.run_id, str(info.registered_model_version)
 
 
 def load_forecaster(model_uri: str, *, tracking_uri: str) -> FittedForecaster:
     """A registered forecaster (models:/name/version) ready to predict, with its quantiles."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    try:
+    with mlflow_errors(tracking_uri, f"load forecaster {model_uri}"):
         info = mlflow.models.get_model_info(model_uri)
         module = mlflow.pytorch.load_model(model_uri, map_location="cpu")
         with tempfile.TemporaryDirectory() as tmp:
@@ -110,8 +109,6 @@ def load_forecaster(model_uri: str, *, tracking_uri: str) -> FittedForecaster:
                 run_id=info.run_id, artifact_path="calibration.json", dst_path=tmp
             )
             cal = json.loads(Path(path).read_text())
-    except MlflowException as exc:
-        raise RegistryError(f"cannot load forecaster {model_uri} from {tracking_uri}: {exc.message}") from exc
     window = WindowSpec(**cal["window"])
     feats = FEATURES[cal["name"]]
 

@@ -13,7 +13,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +36,31 @@ METRICS = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "throughput_rps", "cv", "pea
 
 class RegistryError(ProfileError):
     """MLflow could not be reached, or holds no usable profile; the message says what to do."""
+
+
+@contextmanager
+def mlflow_errors(tracking_uri: str, what: str) -> Iterator[None]:
+    """MLflow's failures inside the block as a RegistryError that says whether MLflow was down or
+    refused, and what to do."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as exc:  # requests' ConnectionError is an OSError
+        if isinstance(exc, MlflowException) and not _unreachable(exc):
+            raise RegistryError(f"MLflow at {tracking_uri} refused to {what}: {exc.message}") from exc
+        raise RegistryError(
+            f"cannot reach MLflow at {tracking_uri} to {what}; "
+            "start the server or set MLFLOW_TRACKING_URI / --tracking-uri"
+        ) from exc
+
+
+def check_reachable(tracking_uri: str) -> None:
+    """Raise a RegistryError now, before long work whose result would go to MLflow, if it is down."""
+    from mlflow import MlflowClient
+
+    with mlflow_errors(tracking_uri, "list its experiments"):
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
 
 
 def tag_safe(resources: str) -> str:
@@ -60,19 +86,8 @@ class MlflowProfileRegistry:
         return self._client
 
     def _call(self, what: str, fn, *args, **kwargs):
-        from mlflow.exceptions import MlflowException
-
-        try:
+        with mlflow_errors(self.tracking_uri, what):
             return fn(*args, **kwargs)
-        except (MlflowException, OSError) as exc:  # requests' ConnectionError is an OSError
-            if isinstance(exc, MlflowException) and not _unreachable(exc):
-                raise RegistryError(
-                    f"MLflow at {self.tracking_uri} refused to {what}: {exc.message}"
-                ) from exc
-            raise RegistryError(
-                f"cannot reach MLflow at {self.tracking_uri} to {what}; "
-                "start the server or set MLFLOW_TRACKING_URI / --tracking-uri"
-            ) from exc
 
     def experiment_id(self) -> str:
         if self._experiment_id is None:

@@ -182,3 +182,27 @@ def test_a_clock_aware_forecaster_keeps_what_it_knows_of_the_hour_through_the_re
     assert np.allclose(loaded.quantile(X, 0.99, decisions), fitted.quantile(X, 0.99, decisions), rtol=1e-4)
     with pytest.raises(ValueError, match="needs the decision times"):
         loaded.quantile(X, 0.99)
+
+
+def test_train_checks_mlflow_before_fitting_and_load_says_what_mlflow_refused(
+    mlflow_server, tmp_path, capsys, monkeypatch
+):
+    from ipa_airflow.registry.mlflow_profiles import RegistryError
+    from tests.integration.conftest import free_port
+
+    trace = tmp_path / "trace.txt"
+    trace.write_text("\n".join(["40"] * 2 * 86_400))
+    down = f"http://127.0.0.1:{free_port()}"
+
+    def no_fit(name):
+        raise AssertionError(f"fitted {name} with MLflow down")
+
+    monkeypatch.setattr("ipa_airflow.forecasting.registry.forecaster", no_fit)
+    argv = ["forecast", "train", "--trace", str(trace), "--train-days", "0", "--test-days", "1"]
+    assert main([*argv, "--model", "lstm", "--tracking-uri", down]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot reach MLflow at {down}" in err and "--tracking-uri" in err
+    with pytest.raises(
+        RegistryError, match=r"MLflow at .* refused to load forecaster models:/no-such-forecaster/1"
+    ):
+        load_forecaster("models:/no-such-forecaster/1", tracking_uri=mlflow_server)
