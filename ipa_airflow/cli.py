@@ -544,14 +544,15 @@ def cmd_simulate(args) -> int:
                 )
         return 0
     say = (lambda m: print(m, file=sys.stderr)) if not args.json else None
-    if say:
-        say(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
     if args.target == "evaluate":
         specs = [
             str(s)
             for part in args.pipelines.split(",")
             for s in (sorted(Path(part).glob("*.yaml")) if Path(part).is_dir() else [Path(part)])
         ]
+        ev.check_cases(specs, args.policies.split(","))
+        if say:
+            say(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
         report = ev.evaluate(
             specs,
             trace,
@@ -569,13 +570,16 @@ def cmd_simulate(args) -> int:
             print((Path(args.out) / "evaluation.md").read_text())
             print(f"report, JSON and plots in {args.out}")
         return 0
-    fitted = ev.fit_forecaster(trace, model=args.forecaster, seed=args.seed)
     if args.pattern:
         pieces = ev.test_patterns(trace)[args.pattern].pieces
     elif args.start is not None:
         pieces = ((args.start, args.duration),)
     else:
         raise ValueError("give --pattern NAME or --start SECOND (with --duration)")
+    ev.check_cases([args.target], args.policy.split(","))
+    if say:
+        say(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
+    fitted = ev.fit_forecaster(trace, model=args.forecaster, seed=args.seed)
     results = {}
     for policy in args.policy.split(","):
         results[policy] = ev.run_case(
@@ -851,7 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=int, default=1200)
     p.add_argument("--policy", default="ipa", help="ipa, fa2-low, fa2-high, rim, hpa (comma-separated)")
     p.add_argument("--policies", default="ipa,fa2-low,fa2-high,rim,hpa", help="evaluate: the policies")
-    p.add_argument("--forecaster", default="lstm-quantile")
+    p.add_argument("--forecaster", choices=list(FORECASTERS), default="lstm-quantile")
     p.add_argument(
         "--quantile",
         type=float,

@@ -21,6 +21,15 @@ HISTORY_S = 6 * 3600
 TRAIN_DAYS = (0, 9)  # the forecaster never sees the evaluation days (10-13)
 
 
+def check_cases(spec_paths: list[str], policies) -> None:
+    """Fail on a bad spec or an unknown policy now, before the forecaster is fitted and any case runs."""
+    for name in policies:
+        if name not in POLICIES:
+            raise ValueError(f"unknown policy '{name}'; choose from {', '.join(POLICIES)}")
+    for spec_path in spec_paths:
+        load_pipeline(spec_path)
+
+
 def fit_forecaster(trace: np.ndarray, model: str = "lstm-quantile", seed: int = 0):
     return make_forecaster(model).fit(
         trace[TRAIN_DAYS[0] * SECONDS_PER_DAY : (TRAIN_DAYS[1] + 1) * SECONDS_PER_DAY],
@@ -108,6 +117,7 @@ def evaluate(
     random_windows: int = 0,
     model: str = "lstm-quantile",
 ) -> dict:
+    check_cases(spec_paths, policies)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     fitted = fitted or fit_forecaster(trace, model=model, seed=seed)

@@ -102,3 +102,29 @@ def test_a_bad_quantile_is_refused_before_any_work(argv, says, capsys):
         main(argv)
     assert exit_.value.code == 2
     assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["simulate", "{bad}", "--pattern", "bursty"], "not valid YAML"),
+        (["simulate", "{good}", "--pattern", "bursty", "--policy", "ipa,hpa,nope"], "unknown policy 'nope'"),
+        (["simulate", "evaluate", "--pipelines", "{good},{bad}"], "not valid YAML"),
+        (
+            ["simulate", "evaluate", "--pipelines", "{good}", "--policies", "ipa,nope"],
+            "unknown policy 'nope'",
+        ),
+    ],
+)
+def test_simulate_refuses_a_bad_spec_or_policy_before_fitting_the_forecaster(
+    argv, says, tmp_path, capsys, monkeypatch
+):
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted the forecaster before checking the cases")
+
+    monkeypatch.setattr("ipa_airflow.simulation.evaluation.fit_forecaster", no_fit)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nstages: [\n")
+    paths = {"bad": str(bad), "good": str(PIPELINES / "video-cpu.yaml")}
+    assert main([a.format(**paths) for a in argv]) == 2
+    assert says in capsys.readouterr().err
