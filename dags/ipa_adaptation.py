@@ -7,6 +7,8 @@ Configuration (environment, read at parse time; no heavy work here):
                             for this many seconds (IpaAdaptationLoopOperator) instead of the four tasks
                             of one decision per run: Airflow cannot start runs seconds apart
   IPA_LOAD_SOURCE           'prometheus' (connection ipa_prometheus_default) or 'trace' (the default)
+  IPA_PROMETHEUS_QUERY      PromQL for a pipeline's request rate in req/s (default
+                            sum(rate(ipa_requests_total[2s])))
   IPA_TRACE                 the trace a 'trace' source replays
   IPA_CLUSTER_BACKEND       'kubernetes' (connection kubernetes_default) or 'simulated' (the default)
   IPA_FORECASTER_URI        a registered forecaster, e.g. models:/ipa-load-forecaster/latest (what
@@ -31,11 +33,13 @@ from ipa_airflow_provider.operators import (
     IpaRecordDecisionOperator,
 )
 
+from ipa_airflow.forecasting.sources import PrometheusSource
 from ipa_airflow.settings import default_specs_dir, default_trace
 
 LOOP_S = float(os.environ["IPA_ADAPTATION_LOOP_S"]) if os.environ.get("IPA_ADAPTATION_LOOP_S") else None
 SCHEDULE = os.environ.get("IPA_ADAPTATION_SCHEDULE", "@continuous" if LOOP_S else "* * * * *")
 SOURCE = os.environ.get("IPA_LOAD_SOURCE", "trace")
+QUERY = os.environ.get("IPA_PROMETHEUS_QUERY") or PrometheusSource.query
 BACKEND = os.environ.get("IPA_CLUSTER_BACKEND", "simulated")
 FORECASTER_URI = os.environ.get("IPA_FORECASTER_URI") or None
 QUANTILE = float(os.environ["IPA_PLAN_QUANTILE"]) if os.environ.get("IPA_PLAN_QUANTILE") else None
@@ -57,6 +61,7 @@ with DAG(
                 spec_path=str(spec),
                 duration_s=LOOP_S,
                 source=SOURCE,
+                query=QUERY,
                 trace=str(default_trace()),
                 trace_second="{{ params.trace_second }}",
                 model_uri=FORECASTER_URI,
@@ -68,6 +73,7 @@ with DAG(
             forecast = IpaForecastOperator(
                 task_id="forecast",
                 source=SOURCE,
+                query=QUERY,
                 trace=str(default_trace()),
                 trace_second="{{ params.trace_second }}",
                 spec_path=str(spec),

@@ -1,7 +1,17 @@
 """ipa_train_forecaster: weekly, retrain the load forecaster on recent load and register it in MLflow
 when its backtest beats the registered one (fewer under-predictions at the 0.95 quantile, without
 more over-provisioning than the tolerance).
-  IPA_TRACE / IPA_TRAIN_DAYS / IPA_TEST_DAYS   the load history (default: the shipped trace, 0-9 / 10-13)
+
+Configuration (environment, read at parse time):
+  IPA_LOAD_SOURCE        'prometheus': the last IPA_HISTORY_DAYS whole UTC days of the pipelines' request
+                         rate (connection ipa_prometheus_default, query IPA_PROMETHEUS_QUERY), undamped;
+                         'trace' (the default): the trace file IPA_TRACE (default: the shipped one)
+  IPA_HISTORY_DAYS       days of Prometheus history to read (default 14; its retention must cover them)
+  IPA_PROMETHEUS_QUERY   PromQL for the request rate in req/s (default sum(rate(ipa_requests_total[2s])))
+  IPA_TRAIN_DAYS / IPA_TEST_DAYS   days of the load to train and to backtest on, 0 the oldest
+                         (default 0-9 / 10-13)
+  IPA_FORECASTER_NAME    the registered model (default ipa-load-forecaster; the adaptation DAG's
+                         IPA_FORECASTER_URI then reads models:/ipa-load-forecaster/latest)
 """
 
 from __future__ import annotations
@@ -10,7 +20,16 @@ import os
 
 import pendulum
 from airflow.sdk import DAG, task
-from ipa_airflow_provider.hooks import IpaMlflowHook
+from ipa_airflow_provider.hooks import IpaMlflowHook, IpaPrometheusHook
+
+from ipa_airflow.forecasting.sources import PrometheusSource
+
+SOURCE = os.environ.get("IPA_LOAD_SOURCE", "trace")
+HISTORY_DAYS = int(os.environ.get("IPA_HISTORY_DAYS", "14"))
+QUERY = os.environ.get("IPA_PROMETHEUS_QUERY") or PrometheusSource.query
+TRAIN_DAYS = os.environ.get("IPA_TRAIN_DAYS", "0-9")
+TEST_DAYS = os.environ.get("IPA_TEST_DAYS", "10-13")
+NAME = os.environ.get("IPA_FORECASTER_NAME", "ipa-load-forecaster")
 
 with DAG(
     dag_id="ipa_train_forecaster",
@@ -23,14 +42,28 @@ with DAG(
 
     @task
     def train_and_register() -> dict:
-        from ipa_airflow.forecasting.retrain import retrain
+        import time
+
+        from ipa_airflow.forecasting.retrain import retrain, retrain_on_recent_load
         from ipa_airflow.settings import default_trace
 
+        tracking_uri = IpaMlflowHook().tracking_uri
+        if SOURCE == "prometheus":
+            return retrain_on_recent_load(
+                IpaPrometheusHook().get_conn(QUERY),
+                days=HISTORY_DAYS,
+                now=time.time(),
+                tracking_uri=tracking_uri,
+                train_days=TRAIN_DAYS,
+                test_days=TEST_DAYS,
+                registered_name=NAME,
+            )
         return retrain(
             str(default_trace()),
-            tracking_uri=IpaMlflowHook().tracking_uri,
-            train_days=os.environ.get("IPA_TRAIN_DAYS", "0-9"),
-            test_days=os.environ.get("IPA_TEST_DAYS", "10-13"),
+            tracking_uri=tracking_uri,
+            train_days=TRAIN_DAYS,
+            test_days=TEST_DAYS,
+            registered_name=NAME,
         )
 
     train_and_register()

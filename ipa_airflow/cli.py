@@ -341,6 +341,77 @@ def _render_forecast_rows(rows) -> None:
     _console().print(table)
 
 
+def cmd_forecast_export(args) -> int:
+    import datetime as dt
+    import time
+
+    from .forecasting.sources import (
+        SECONDS_PER_DAY,
+        LoadSourceError,
+        PrometheusSource,
+        last_whole_days,
+        write_trace,
+    )
+
+    if args.days is not None:
+        start, end = last_whole_days(time.time(), args.days)
+    elif args.start is not None and args.end is not None:
+        # Backtests take a trace to start on the hour (the clock-aware forecasters read the hour from it).
+        start, end = args.start // 3600 * 3600, args.end
+    else:
+        raise ValueError("give --days N, or --start and --end (unix seconds)")
+    source = PrometheusSource(args.prometheus, args.query)
+    say = (lambda m: print(m, file=sys.stderr)) if not args.json else (lambda m: None)
+    if args.start is not None and start != args.start:
+        say(f"starting at {start}, the hour before {args.start}: backtests take a trace to start on the hour")
+
+    reported_day = [-1]
+
+    def progress(done_s: int, total_s: int) -> None:  # once a day read, and at the end
+        if done_s // SECONDS_PER_DAY != reported_day[0] or done_s == total_s:
+            reported_day[0] = done_s // SECONDS_PER_DAY
+            say(f"  {done_s / SECONDS_PER_DAY:5.2f} of {total_s / SECONDS_PER_DAY:g} days read")
+
+    def utc(t: int) -> str:
+        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
+
+    say(f"reading `{args.query}` from {args.prometheus}, {utc(start)} to {utc(end)}")
+    history = source.history(start, end, progress=progress)
+    if history.covered == 0:
+        raise LoadSourceError(
+            f"Prometheus has no sample of `{args.query}` from {utc(start)} to {utc(end)}: check the query, "
+            "that its retention (--storage.tsdb.retention.time) reaches back that far, and that it scrapes"
+        )
+    path = write_trace(args.out, history.rates)
+    out = {
+        "trace": str(path),
+        "start": start,
+        "end": end,
+        "start_utc": utc(start),
+        "seconds": len(history.rates),
+        "covered": round(history.covered, 5),
+        "mean_rps": round(float(history.rates.mean()), 3),
+        "peak_rps": round(float(history.rates.max()), 3),
+    }
+    if args.json:
+        _print_json(out)
+        return 0
+    print(
+        f"wrote {path}: {out['seconds']} s from {out['start_utc']}, {history.covered:.1%} of seconds with a "
+        f"sample, mean {out['mean_rps']} req/s, peak {out['peak_rps']} req/s"
+    )
+    if history.covered < 0.99:
+        print("  seconds without a sample are written as 0; backtests will count them as no load")
+    days = len(history.rates) // SECONDS_PER_DAY
+    if days >= 2:
+        cut = max(1, days * 5 // 7)
+        print(
+            f"next: ipa forecast compare --trace {path} --damping 1 "
+            f"--train-days 0-{cut - 1} --test-days {cut}-{days - 1}"
+        )
+    return 0
+
+
 def cmd_forecast_compare(args) -> int:
     from .forecasting.evaluation import compare
     from .forecasting.sources import parse_days
@@ -789,6 +860,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true")
 
     from .forecasting.registry import FORECASTERS
+    from .forecasting.sources import PrometheusSource
 
     p = forecast.add_parser("backtest", help="walk a trace at the paper's cadence and score one forecaster")
     trace_args(p)
@@ -800,6 +872,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--plot", help="write a PNG of where it missed: its worst hour, by minute and by hour")
     p.set_defaults(func=cmd_forecast_backtest)
+
+    p = forecast.add_parser(
+        "export", help="write a pipeline's per-second request rate from Prometheus as a trace file"
+    )
+    p.add_argument("--prometheus", required=True, help="the server's URL, e.g. http://prometheus:9090")
+    p.add_argument("--query", default=PrometheusSource.query, help="PromQL for the pipeline's rate (req/s)")
+    p.add_argument("--days", type=int, help="the last N whole UTC days")
+    p.add_argument("--start", type=int, help="or: the first second (unix time; taken back to the hour)")
+    p.add_argument("--end", type=int, help="and the second after the last (unix time)")
+    p.add_argument("--out", required=True, help="the trace file to write (.txt or .txt.gz)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_forecast_export)
 
     p = forecast.add_parser("compare", help="every forecaster, point and quantiles, on the same days")
     trace_args(p)

@@ -1,13 +1,33 @@
-"""Retrain the load forecaster and register it only if its backtest is better than the registered one."""
+"""Retrain the load forecaster and register it only if its backtest is better than the registered one,
+on a trace file or on the last days of live load in Prometheus."""
 
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
 
 from .backtest import backtest
 from .mlflow_store import load_forecaster, log_forecaster
 from .registry import forecaster
-from .sources import named_days, read_trace
+from .sources import PrometheusSource, last_whole_days, named_days, read_trace, write_trace
 
 OVERPROVISION_TOLERANCE = 0.01  # a new model may over-provision this much more if it under-predicts less
+# The least share of seconds Prometheus must hold a sample for: zeros where it kept nothing would be
+# learned as load that never came.
+MIN_COVERED = 0.9
+
+
+def retrain_on_recent_load(
+    source: PrometheusSource, *, days: int, now: float, train_days: str, test_days: str, **kwargs
+) -> dict:
+    """`retrain` on the last `days` whole UTC days of `source` (day 0 the oldest), undamped; the other
+    arguments are retrain's."""
+    start, end = last_whole_days(now, days)
+    history = source.history(start, end).require(MIN_COVERED, what="to retrain the load forecaster")
+    with tempfile.TemporaryDirectory(prefix="ipa-load-") as tmp:
+        trace = write_trace(Path(tmp) / "load.txt.gz", history.rates)
+        out = retrain(str(trace), train_days=train_days, test_days=test_days, damping=1.0, **kwargs)
+    return {**out, "load": {"start": start, "end": end, "covered": round(history.covered, 5)}}
 
 
 def retrain(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -148,19 +149,29 @@ def prometheus(tmp_path_factory):
         pytest.skip("prometheus is not installed (make test installs Debian's package when run as root)")
     exporter = TraceExporter([4, 8, 12, 8] * 5)
     root = tmp_path_factory.mktemp("prometheus")
-    config = root / "prometheus.yml"
-    config.write_text(
+    config = (
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         f"  - job_name: ipa\n    static_configs: [{{targets: ['127.0.0.1:{exporter.port}']}}]\n"
     )
+    try:
+        with running_prometheus(binary, root, config) as url:
+            yield url, exporter
+    finally:
+        exporter.close()
+
+
+@contextlib.contextmanager
+def running_prometheus(binary: str, root: Path, config: str):
+    """Prometheus with `config` and its database in root/data, on a free port: yields its URL."""
+    (root / "prometheus.yml").write_text(config)
     port = free_port()
     log = root / "prometheus.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(
             [
                 binary,
-                f"--config.file={config}",
+                f"--config.file={root / 'prometheus.yml'}",
                 f"--storage.tsdb.path={root / 'data'}",
                 f"--web.listen-address=127.0.0.1:{port}",
             ],
@@ -171,7 +182,48 @@ def prometheus(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/-/ready", proc, 60, log)
-        yield url, exporter
+        yield url
     finally:
         stop(proc)
-        exporter.close()
+
+
+# The load in the Prometheus history below: requests in each second, by the hour of the day, with the
+# scrape down for OUTAGE seconds of the first day.
+HISTORY_DAYS = 2
+OUTAGE = (40_000, 40_600)
+
+
+def history_counts(t):
+    return 20 + (t // 3600) % 5 + 3 * (t % 7 == 0)
+
+
+@pytest.fixture(scope="session")
+def prometheus_history(tmp_path_factory):
+    """The real Prometheus server holding the last HISTORY_DAYS whole UTC days of a requests counter
+    sampled every second, written into its database with `promtool tsdb create-blocks-from openmetrics`
+    (Prometheus' own backfill): days of history a test cannot wait for a scraper to collect."""
+    import shutil
+
+    from ipa_airflow.forecasting.sources import last_whole_days
+
+    binary, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if binary is None or promtool is None:
+        pytest.skip("prometheus is not installed (make test installs Debian's package when run as root)")
+    start, end = last_whole_days(time.time(), HISTORY_DAYS)
+    root = tmp_path_factory.mktemp("prometheus-history")
+    samples = root / "requests.om"
+    with open(samples, "w") as fh:
+        fh.write("# TYPE ipa_requests counter\n")
+        total = 0
+        for t in range(start, end):
+            if not OUTAGE[0] <= t - start < OUTAGE[1]:
+                total += history_counts(t)
+                fh.write(f'ipa_requests_total{{pipeline="video"}} {total} {t}\n')
+        fh.write("# EOF\n")
+    subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(samples), str(root / "data")],
+        check=True,
+        capture_output=True,
+    )
+    with running_prometheus(binary, root, "global: {scrape_interval: 1s}\nscrape_configs: []\n") as url:
+        yield url, start, end

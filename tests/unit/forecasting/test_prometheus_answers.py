@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from ipa_airflow.forecasting.sources import LoadSourceError, PrometheusSource
+from ipa_airflow.cli import main
+from ipa_airflow.forecasting.sources import LoadSourceError, PrometheusSource, last_whole_days, read_trace
 
 
 @pytest.fixture
@@ -68,3 +69,21 @@ def test_more_than_one_series_asks_for_an_aggregate(answering):
     two = {"status": "success", "data": {"result": [{"metric": {"a": "1"}, "values": []}] * 2}}
     with pytest.raises(LoadSourceError, match=r"returned 2 series; aggregate it to one \(sum"):
         PrometheusSource(answering(json.dumps(two).encode()), "rate(x[2s])").rates(end=1004, window_s=5)
+
+
+def test_last_whole_days_end_at_the_midnight_before_now():
+    now = 1_795_400_000  # 2026-11-23 02:13:20 UTC
+    assert last_whole_days(now, 2) == (1_795_392_000 - 2 * 86_400, 1_795_392_000)
+    with pytest.raises(ValueError, match="at least 1"):
+        last_whole_days(now, 0)
+
+
+def test_export_of_the_last_days_writes_one_line_per_second_of_them(answering, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("time.time", lambda: 1_795_400_000.0)
+    url = answering(matrix([[1_795_392_000 - 86_400 + 5, "7"]]))  # every chunk answers this one point
+    out = tmp_path / "load.txt"
+    assert main(["forecast", "export", "--prometheus", url, "--days", "1", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["start_utc"] == "2026-11-22T00:00:00+00:00" and report["covered"] == round(1 / 86_400, 5)
+    rates = read_trace(out)
+    assert len(rates) == 86_400 and rates[5] == 7 and rates.sum() == 7
