@@ -40,6 +40,16 @@ def misses(forecasts: np.ndarray, actual: np.ndarray) -> np.ndarray:
     return actual > forecasts + 1e-9
 
 
+def quantile_loss(forecasts: np.ndarray, actual: np.ndarray, q: float) -> float:
+    """The mean pinball loss of `forecasts` as the q quantile of the peaks, relative to each peak: the
+    proper score of a quantile forecast, lowest for forecasts that cover the q share of peaks and sit
+    as close above them as they can, so two calibrated forecasters are told apart by how sharp they
+    are. Intervals without load are left out, as in the over-provisioning."""
+    ok = actual > 0
+    err = (actual[ok] - forecasts[ok]) / actual[ok]
+    return float(np.mean(np.maximum(q * err, (q - 1) * err)))
+
+
 def evaluate(forecasts: np.ndarray, actual: np.ndarray, rising: np.ndarray | None = None) -> dict:
     """The backtest's scores; `rising` marks the decisions before a rise (see `rises`)."""
     ok = actual > 0

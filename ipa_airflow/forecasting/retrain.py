@@ -1,17 +1,29 @@
 """Retrain the load forecaster and register it only if its backtest is better than the registered one,
-on a trace file or on the last days of live load in Prometheus."""
+on a trace file or on the last days of live load in Prometheus.
+
+Better means a lower quantile loss at the planner's quantile (see backtest.quantile_loss). Comparing
+under-prediction rates would not do: two calibrated forecasters both miss about the quantile's share,
+and which one misses a little less is noise; the loss also rewards the one that needs less margin.
+"""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
-from .backtest import backtest
+from ..registry.mlflow_profiles import MlflowUnreachable, RegistryError
+from ..settings import load_settings
+from ..spec import Adaptation
+from .backtest import quantile_loss, score, walk
 from .mlflow_store import load_forecaster, log_forecaster
 from .registry import forecaster
 from .sources import PrometheusSource, last_whole_days, named_days, read_trace, write_trace
 
-OVERPROVISION_TOLERANCE = 0.01  # a new model may over-provision this much more if it under-predicts less
+log = logging.getLogger(__name__)
+# How much lower the new forecaster's quantile loss must be to replace the registered one: less is the
+# noise of one more training run, and every new version is a change in production.
+MIN_GAIN = 0.01
 # The least share of seconds Prometheus must hold a sample for: zeros where it kept nothing would be
 # learned as load that never came.
 MIN_COVERED = 0.9
@@ -40,35 +52,50 @@ def retrain(
     registered_name: str = "ipa-load-forecaster",
     damping: float = 8.0,
     seed: int = 0,
+    quantile: float = Adaptation().quantile,
 ) -> dict:
+    """Fit `model` on the train days and register it when, on the test days, its quantile loss at
+    `quantile` (the planner's) is at least MIN_GAIN lower than the registered version's."""
     series = read_trace(trace, damping=damping)
     (train, train_start), (test, test_start) = named_days(series, train_days), named_days(series, test_days)
     fitted = forecaster(model).fit(train, seed=seed, start_s=train_start)
-    new = backtest(fitted, train, test, quantile=0.95, test_start_s=test_start)
-    current = None
+    scored = {"new": _scores(fitted, train, test, test_start, quantile)}
+    uri = f"models:/{registered_name}/latest"
     try:
-        old = load_forecaster(f"models:/{registered_name}/latest", tracking_uri=tracking_uri)
-        current = backtest(old, train, test, quantile=0.95, test_start_s=test_start)
-    except Exception:  # nothing registered yet (or unloadable): the new model wins by default
+        current = load_forecaster(uri, tracking_uri=tracking_uri)
+    except MlflowUnreachable:
+        raise  # nothing to compare with and nowhere to register: fail, and the registered version stays
+    except (RegistryError, KeyError, ValueError) as exc:  # none registered yet, or one this code cannot read
+        log.warning("no usable %s to compare with (%s); registering the new forecaster", uri, exc)
         current = None
-    better = current is None or (
-        new.under_prediction_rate < current.under_prediction_rate
-        and new.mean_over_provisioning <= current.mean_over_provisioning + OVERPROVISION_TOLERANCE
-    )
-    out = {"new": new.to_dict(), "current": current.to_dict() if current else None, "registered": better}
+    if current is not None:
+        scored["current"] = _scores(current, train, test, test_start, quantile)
+    loss = f"q{quantile:g}_quantile_loss"
+    better = current is None or scored["new"][loss] < (1 - MIN_GAIN) * scored["current"][loss]
+    out = {**scored, "quantile": quantile, "registered": better}
     if better:
-        metrics = {
-            "q095_under_prediction_rate": new.under_prediction_rate,
-            "q095_mean_over_provisioning": new.mean_over_provisioning,
-            "q095_mape": new.mape,
-        }
         run_id, version = log_forecaster(
             fitted,
             tracking_uri=tracking_uri,
-            experiment="ipa-forecasters",
+            experiment=load_settings(tracking_uri=tracking_uri).mlflow.forecasts_experiment,
             registered_name=registered_name,
-            metrics=metrics,
+            metrics={k: v for k, v in scored["new"].items() if isinstance(v, float)},
             train_series=train,
+            tags={"ipa.trace": trace, "ipa.train_days": train_days, "ipa.test_days": test_days},
         )
         out.update(run_id=run_id, model_uri=f"models:/{registered_name}/{version}")
     return out
+
+
+def _scores(fitted, train, test, test_start: int, quantile: float) -> dict:
+    """The backtest at `quantile` and its quantile loss, named as MLflow metrics."""
+    w = walk(fitted, train, test, quantile=quantile, test_start_s=test_start)
+    r = score(fitted, w, quantile)
+    tag = f"q{quantile:g}"
+    return {
+        f"{tag}_quantile_loss": quantile_loss(w.forecast, w.actual, quantile),
+        f"{tag}_under_prediction_rate": r.under_prediction_rate,
+        f"{tag}_mean_over_provisioning": r.mean_over_provisioning,
+        f"{tag}_under_prediction_rate_on_rises": r.under_prediction_rate_on_rises,
+        f"{tag}_mape": r.mape,
+    }

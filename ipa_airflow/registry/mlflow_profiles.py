@@ -38,6 +38,10 @@ class RegistryError(ProfileError):
     """MLflow could not be reached, or holds no usable profile; the message says what to do."""
 
 
+class MlflowUnreachable(RegistryError):
+    """MLflow did not answer (as opposed to answering no)."""
+
+
 @contextmanager
 def mlflow_errors(tracking_uri: str, what: str) -> Iterator[None]:
     """MLflow's failures inside the block as a RegistryError that says whether MLflow was down or
@@ -49,7 +53,7 @@ def mlflow_errors(tracking_uri: str, what: str) -> Iterator[None]:
     except (MlflowException, OSError) as exc:  # requests' ConnectionError is an OSError
         if isinstance(exc, MlflowException) and not _unreachable(exc):
             raise RegistryError(f"MLflow at {tracking_uri} refused to {what}: {exc.message}") from exc
-        raise RegistryError(
+        raise MlflowUnreachable(
             f"cannot reach MLflow at {tracking_uri} to {what}; "
             "start the server or set MLFLOW_TRACKING_URI / --tracking-uri"
         ) from exc

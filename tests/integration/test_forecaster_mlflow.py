@@ -206,3 +206,47 @@ def test_train_checks_mlflow_before_fitting_and_load_says_what_mlflow_refused(
         RegistryError, match=r"MLflow at .* refused to load forecaster models:/no-such-forecaster/1"
     ):
         load_forecaster("models:/no-such-forecaster/1", tracking_uri=mlflow_server)
+
+
+def test_retraining_registers_only_a_forecaster_with_a_lower_quantile_loss(mlflow_server, tmp_path):
+    from ipa_airflow.forecasting.mlflow_store import log_forecaster
+    from ipa_airflow.forecasting.registry import forecaster
+    from ipa_airflow.forecasting.retrain import retrain
+    from ipa_airflow.registry.mlflow_profiles import MlflowUnreachable
+    from tests.integration.conftest import free_port
+
+    rng = np.random.default_rng(1)
+    t = np.arange(2 * 86_400)
+    load = rng.poisson(60 + 30 * np.sin(2 * np.pi * t / 86_400))
+    trace = tmp_path / "trace.txt"
+    trace.write_text("\n".join(str(int(v)) for v in load))
+    args = {"tracking_uri": mlflow_server, "train_days": "0", "test_days": "1", "damping": 1.0}
+
+    first = retrain(str(trace), registered_name="ipa-retrain-rule", **args)
+    assert (
+        first["registered"] and "current" not in first and first["model_uri"] == "models:/ipa-retrain-rule/1"
+    )
+    # the same model again scores the same: no new version for noise
+    again = retrain(str(trace), registered_name="ipa-retrain-rule", **args)
+    loss = "q0.99_quantile_loss"
+    assert again["new"][loss] == pytest.approx(again["current"][loss], rel=1e-6)
+    assert not again["registered"] and "model_uri" not in again
+
+    # a forecaster of other load (a tenth of this one) is replaced by one of this load
+    stale = forecaster("lstm-quantile").fit(load[:86_400] / 10.0)
+    log_forecaster(
+        stale,
+        tracking_uri=mlflow_server,
+        experiment="ipa-forecasters",
+        registered_name="ipa-retrain-stale",
+        metrics={},
+        train_series=load[:86_400] / 10.0,
+    )
+    fresh = retrain(str(trace), registered_name="ipa-retrain-stale", **args)
+    assert fresh["registered"] and fresh["new"][loss] < 0.5 * fresh["current"][loss]
+    assert fresh["model_uri"] == "models:/ipa-retrain-stale/2"
+
+    with pytest.raises(MlflowUnreachable):
+        retrain(
+            str(trace), registered_name="x", **{**args, "tracking_uri": f"http://127.0.0.1:{free_port()}"}
+        )

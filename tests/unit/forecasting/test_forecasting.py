@@ -3,7 +3,7 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from ipa_airflow.forecasting.backtest import backtest, evaluate
+from ipa_airflow.forecasting.backtest import backtest, evaluate, quantile_loss
 from ipa_airflow.forecasting.base import Forecast, ResidualQuantiles
 from ipa_airflow.forecasting.evaluation import oracles
 from ipa_airflow.forecasting.frontier import UNDER_RATES, around_mean, frontier, future_mean
@@ -244,3 +244,13 @@ def test_trade_off_plot_is_written(tmp_path):
     }
     path = plot_frontier(report, tmp_path / "f.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quantile_loss_weighs_a_miss_by_q_and_a_margin_by_one_minus_q_relative_to_the_peak():
+    actual = np.array([10.0, 10.0, 20.0, 0.0])
+    forecasts = np.array([12.0, 9.0, 20.0, 5.0])  # 20 % over, 10 % under, exact, no load (left out)
+    assert quantile_loss(forecasts, actual, 0.9) == pytest.approx((0.1 * 0.2 + 0.9 * 0.1 + 0.0) / 3)
+    # at 0.99 a miss costs 99 times what the same margin does
+    assert quantile_loss(np.array([9.0]), np.array([10.0]), 0.99) == pytest.approx(
+        99 * quantile_loss(np.array([11.0]), np.array([10.0]), 0.99)
+    )
