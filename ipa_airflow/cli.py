@@ -317,6 +317,7 @@ def _render_forecast_rows(rows) -> None:
         "under-prediction",
         "over-provisioning",
         "under on rises",
+        "quantile loss",
         "fit s",
         "predict us",
     ):
@@ -335,6 +336,7 @@ def _render_forecast_rows(rows) -> None:
             f"{r['under_prediction_rate']:.1%}",
             f"{r['mean_over_provisioning']:+.1%}",
             f"{r['under_prediction_rate_on_rises']:.0%} of {r['rises']}",
+            "" if r.get("quantile_loss") is None else f"{r['quantile_loss']:.5f}",
             f"{r.get('fit_s', 0):.1f}",
             f"{r.get('predict_us_per_decision', 0):.1f}",
         )
@@ -474,18 +476,9 @@ def cmd_forecast_train(args) -> int:
     check_reachable(registry.tracking_uri)  # before the fit, whose result would have nowhere to go
     fitted = forecaster(args.model).fit(train, seed=args.seed, start_s=train_start)
     metrics = {}
-    walked = walks(fitted, train, test, quantiles=(None, 0.9, 0.95), test_start_s=test_start)
+    walked = walks(fitted, train, test, quantiles=(None, 0.9, 0.95, 0.99), test_start_s=test_start)
     for q, w in walked.items():
-        r = score(fitted, w, q)
-        tag = "point" if q is None else f"q{q:g}".replace(".", "")
-        metrics.update(
-            {
-                f"{tag}_mape": r.mape,
-                f"{tag}_under_prediction_rate": r.under_prediction_rate,
-                f"{tag}_mean_over_provisioning": r.mean_over_provisioning,
-                f"{tag}_under_prediction_rate_on_rises": r.under_prediction_rate_on_rises,
-            }
-        )
+        metrics.update(score(fitted, w, q).metrics())
     # Where the q0.95 forecasts missed goes beside the metrics, for people browsing the run in MLflow.
     misses = MissProfile.of(walked[0.95])
     with tempfile.TemporaryDirectory(prefix="ipa-train-") as tmp:

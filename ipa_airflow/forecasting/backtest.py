@@ -30,9 +30,19 @@ class BacktestResult:
     under_prediction_rate_on_rises: float  # share of those whose true peak exceeded the forecast
     fit_s: float
     predict_us_per_decision: float
+    quantile_loss: float | None = None  # at `quantile`, for quantile forecasts (see quantile_loss)
 
     def to_dict(self) -> dict:
         return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    def metrics(self) -> dict[str, float]:
+        """The scores as MLflow metrics, named by what was scored: point_mape, q099_quantile_loss, ..."""
+        tag = "point" if self.quantile is None else f"q{self.quantile:g}".replace(".", "")
+        names = ("mape", "under_prediction_rate", "mean_over_provisioning", "under_prediction_rate_on_rises")
+        out = {f"{tag}_{k}": float(getattr(self, k)) for k in names}
+        if self.quantile_loss is not None:
+            out[f"{tag}_quantile_loss"] = self.quantile_loss
+        return out
 
 
 def misses(forecasts: np.ndarray, actual: np.ndarray) -> np.ndarray:
@@ -158,5 +168,6 @@ def score(fitted: FittedForecaster, w: Walk, quantile: float | None) -> Backtest
         decisions=len(w.actual),
         fit_s=fitted.fit_s,
         predict_us_per_decision=w.predict_s / max(len(w.actual), 1) * 1e6,
+        quantile_loss=None if quantile is None else quantile_loss(w.forecast, w.actual, quantile),
         **evaluate(w.forecast, w.actual, w.rising),
     )

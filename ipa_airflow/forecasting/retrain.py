@@ -15,7 +15,7 @@ from pathlib import Path
 from ..registry.mlflow_profiles import MlflowUnreachable, RegistryError
 from ..settings import load_settings
 from ..spec import Adaptation
-from .backtest import quantile_loss, score, walk
+from .backtest import backtest
 from .mlflow_store import load_forecaster, log_forecaster
 from .registry import forecaster
 from .sources import PrometheusSource, last_whole_days, named_days, read_trace, write_trace
@@ -70,7 +70,7 @@ def retrain(
         current = None
     if current is not None:
         scored["current"] = _scores(current, train, test, test_start, quantile)
-    loss = f"q{quantile:g}_quantile_loss"
+    loss = f"q{quantile:g}_quantile_loss".replace(".", "")
     better = current is None or scored["new"][loss] < (1 - MIN_GAIN) * scored["current"][loss]
     out = {**scored, "quantile": quantile, "registered": better}
     if better:
@@ -79,7 +79,7 @@ def retrain(
             tracking_uri=tracking_uri,
             experiment=load_settings(tracking_uri=tracking_uri).mlflow.forecasts_experiment,
             registered_name=registered_name,
-            metrics={k: v for k, v in scored["new"].items() if isinstance(v, float)},
+            metrics=scored["new"],
             train_series=train,
             tags={"ipa.trace": trace, "ipa.train_days": train_days, "ipa.test_days": test_days},
         )
@@ -88,14 +88,5 @@ def retrain(
 
 
 def _scores(fitted, train, test, test_start: int, quantile: float) -> dict:
-    """The backtest at `quantile` and its quantile loss, named as MLflow metrics."""
-    w = walk(fitted, train, test, quantile=quantile, test_start_s=test_start)
-    r = score(fitted, w, quantile)
-    tag = f"q{quantile:g}"
-    return {
-        f"{tag}_quantile_loss": quantile_loss(w.forecast, w.actual, quantile),
-        f"{tag}_under_prediction_rate": r.under_prediction_rate,
-        f"{tag}_mean_over_provisioning": r.mean_over_provisioning,
-        f"{tag}_under_prediction_rate_on_rises": r.under_prediction_rate_on_rises,
-        f"{tag}_mape": r.mape,
-    }
+    """The backtest at `quantile`, named as MLflow metrics (q099_quantile_loss, ...)."""
+    return backtest(fitted, train, test, quantile=quantile, test_start_s=test_start).metrics()
