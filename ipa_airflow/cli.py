@@ -638,6 +638,11 @@ def cmd_simulate(args) -> int:
         pieces = ev.test_patterns(trace)[args.pattern].pieces
     elif args.start is not None:
         pieces = ((args.start, args.duration),)
+        if say and ev.trains_on(trace, args.start):
+            say(
+                f"note: second {args.start} lies in days {ev.TRAIN_DAYS[0]}-{ev.TRAIN_DAYS[1]}, which the "
+                "forecaster trains on: its forecasts have seen this load, so they look better than they will"
+            )
     else:
         raise ValueError("give --pattern NAME or --start SECOND (with --duration)")
     ev.check_cases([args.target], args.policy.split(","))

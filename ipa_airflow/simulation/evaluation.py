@@ -30,6 +30,11 @@ def check_cases(spec_paths: list[str], policies) -> None:
         load_pipeline(spec_path)
 
 
+def trains_on(trace: np.ndarray, start_s: int) -> bool:
+    """Whether a window starting at `start_s` lies in the days fit_forecaster trains on."""
+    return start_s < min(len(trace), (TRAIN_DAYS[1] + 1) * SECONDS_PER_DAY)
+
+
 def fit_forecaster(trace: np.ndarray, model: str = "lstm-quantile", seed: int = 0):
     return make_forecaster(model).fit(
         trace[TRAIN_DAYS[0] * SECONDS_PER_DAY : (TRAIN_DAYS[1] + 1) * SECONDS_PER_DAY],
@@ -41,6 +46,12 @@ def fit_forecaster(trace: np.ndarray, model: str = "lstm-quantile", seed: int = 
 def test_patterns(trace: np.ndarray) -> dict[str, Pattern]:
     """The paper's patterns, searched in the days the forecaster was not trained on."""
     offset = (TRAIN_DAYS[1] + 1) * SECONDS_PER_DAY
+    if len(trace) < offset + SECONDS_PER_DAY:
+        raise ValueError(
+            f"the patterns are searched in the days after the {TRAIN_DAYS[1] + 1} days the forecaster trains "
+            f"on, so they need a trace of {TRAIN_DAYS[1] + 2} days or more; this one has "
+            f"{len(trace) / SECONDS_PER_DAY:.1f} (`ipa simulate SPEC --start SECOND` runs a window of it)"
+        )
     found = find_patterns(trace[offset:])
     return {
         k: Pattern(p.name, tuple((s + offset, d) for s, d in p.pieces), p.mean_rps, p.min_rps, p.max_rps)
@@ -118,11 +129,11 @@ def evaluate(
     model: str = "lstm-quantile",
 ) -> dict:
     check_cases(spec_paths, policies)
+    found = test_patterns(trace)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     fitted = fitted or fit_forecaster(trace, model=model, seed=seed)
     fit_s = time.perf_counter() - t0
-    found = test_patterns(trace)
     rows = []
     for spec_path in spec_paths:
         spec = with_adaptation(load_pipeline(spec_path).spec, adaptation)

@@ -128,3 +128,29 @@ def test_simulate_refuses_a_bad_spec_or_policy_before_fitting_the_forecaster(
     paths = {"bad": str(bad), "good": str(PIPELINES / "video-cpu.yaml")}
     assert main([a.format(**paths) for a in argv]) == 2
     assert says in capsys.readouterr().err
+
+
+def test_simulating_the_patterns_of_a_short_trace_says_what_it_needs(tmp_path, capsys, monkeypatch):
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted the forecaster for patterns that cannot be found")
+
+    monkeypatch.setattr("ipa_airflow.simulation.evaluation.fit_forecaster", no_fit)
+    trace = tmp_path / "three-days.txt"
+    trace.write_text("\n".join(["40"] * 3 * 86_400))
+    spec = str(PIPELINES / "video-cpu.yaml")
+    for argv in (
+        ["simulate", spec, "--pattern", "bursty"],
+        ["simulate", "evaluate", "--pipelines", spec, "--out", str(tmp_path / "out")],
+    ):
+        assert main([*argv, "--trace", str(trace), "--damping", "1"]) == 2
+        err = capsys.readouterr().err
+        assert "need a trace of 11 days or more; this one has 3.0" in err and "--start SECOND" in err
+
+
+def test_a_window_in_the_training_days_is_simulated_with_a_note_that_the_forecaster_saw_it(tmp_path, capsys):
+    trace = tmp_path / "two-days.txt"
+    trace.write_text("\n".join(["40"] * 2 * 86_400))
+    spec = str(PIPELINES / "video-cpu.yaml")
+    argv = ["simulate", spec, "--trace", str(trace), "--damping", "1", "--forecaster", "level"]
+    assert main([*argv, "--start", "90000", "--duration", "300", "--policy", "ipa"]) == 0
+    assert "second 90000 lies in days 0-9, which the forecaster trains on" in capsys.readouterr().err
