@@ -13,6 +13,8 @@ Configuration (environment, read at parse time):
   IPA_FORECASTER_NAME    the registered model (default ipa-load-forecaster; the adaptation DAG's
                          IPA_FORECASTER_URI then reads models:/ipa-load-forecaster/latest)
   IPA_PLAN_QUANTILE      the quantile the forecasters are compared at (default 0.99, the specs')
+  IPA_FORECASTER_MODEL   which forecaster to train (default lstm-quantile; any `ipa forecast train
+                         --model` choice, e.g. lstm-quantile-hourly-onsets)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ QUERY = os.environ.get("IPA_PROMETHEUS_QUERY") or PrometheusSource.query
 TRAIN_DAYS = os.environ.get("IPA_TRAIN_DAYS", "0-9")
 TEST_DAYS = os.environ.get("IPA_TEST_DAYS", "10-13")
 NAME = os.environ.get("IPA_FORECASTER_NAME", "ipa-load-forecaster")
+MODEL = os.environ.get("IPA_FORECASTER_MODEL", "lstm-quantile")
 QUANTILE = {"quantile": float(os.environ["IPA_PLAN_QUANTILE"])} if os.environ.get("IPA_PLAN_QUANTILE") else {}
 
 with DAG(
@@ -59,6 +62,7 @@ with DAG(
                 train_days=TRAIN_DAYS,
                 test_days=TEST_DAYS,
                 registered_name=NAME,
+                model=MODEL,
                 **QUANTILE,
             )
         return retrain(
@@ -67,6 +71,7 @@ with DAG(
             train_days=TRAIN_DAYS,
             test_days=TEST_DAYS,
             registered_name=NAME,
+            model=MODEL,
             **QUANTILE,
         )
 

@@ -857,7 +857,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--json", action="store_true")
 
-    from .forecasting.registry import FORECASTERS
+    from .forecasting.registry import FORECASTERS, REGISTRABLE
     from .forecasting.sources import PrometheusSource
 
     p = forecast.add_parser("backtest", help="walk a trace at the paper's cadence and score one forecaster")
@@ -890,17 +890,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = forecast.add_parser("train", help="train a forecaster and register it in MLflow with its backtest")
     trace_args(p)
-    p.add_argument(
-        "--model",
-        choices=[
-            "lstm",
-            "lstm-quantile",
-            "lstm-quantile-hourly",
-            "lstm-quantile-onsets",
-            "lstm-quantile-hourly-onsets",
-        ],
-        default="lstm-quantile",
-    )
+    p.add_argument("--model", choices=list(REGISTRABLE), default="lstm-quantile")
     p.add_argument("--registered-name", default="ipa-load-forecaster")
     p.add_argument("--tracking-uri")
     p.set_defaults(func=cmd_forecast_train)

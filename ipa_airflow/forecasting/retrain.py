@@ -17,7 +17,7 @@ from ..settings import load_settings
 from ..spec import Adaptation
 from .backtest import backtest
 from .mlflow_store import load_forecaster, log_forecaster
-from .registry import forecaster
+from .registry import REGISTRABLE, forecaster
 from .sources import PrometheusSource, last_whole_days, named_days, read_trace, write_trace
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,10 @@ def retrain(
 ) -> dict:
     """Fit `model` on the train days and register it when, on the test days, its quantile loss at
     `quantile` (the planner's) is at least MIN_GAIN lower than the registered version's."""
+    if model not in REGISTRABLE:
+        raise ValueError(
+            f"cannot register a '{model}' forecaster in MLflow; choose one of {', '.join(REGISTRABLE)}"
+        )
     series = read_trace(trace, damping=damping)
     (train, train_start), (test, test_start) = named_days(series, train_days), named_days(series, test_days)
     fitted = forecaster(model).fit(train, seed=seed, start_s=train_start)

@@ -316,6 +316,7 @@ def test_weekly_retraining_reads_the_last_days_from_prometheus(airflow_db, prome
         "IPA_TRAIN_DAYS": "0",
         "IPA_TEST_DAYS": "1",
         "IPA_FORECASTER_NAME": "ipa-weekly-from-prometheus",
+        "IPA_FORECASTER_MODEL": "lstm-quantile-onsets",
         "MLFLOW_TRACKING_URI": mlflow_server,
         "AIRFLOW_CONN_IPA_PROMETHEUS_DEFAULT": json.dumps(
             {"conn_type": "ipa_prometheus", "host": host, "port": int(port)}
@@ -334,4 +335,6 @@ def test_weekly_retraining_reads_the_last_days_from_prometheus(airflow_db, prome
     assert "STATE success" in out.stdout, (out.stdout + out.stderr)[-3000:]
     [newest] = client.search_model_versions("name = 'ipa-weekly-from-prometheus'")
     # trained on one day of this load: 86,400 s in 10-s decisions, less the calibration tenth
-    assert 7000 <= int(client.get_run(newest.run_id).data.params["samples"]) <= 8640
+    trained = client.get_run(newest.run_id)
+    assert 7000 <= int(trained.data.params["samples"]) <= 8640
+    assert trained.info.run_name == "train lstm-quantile-onsets"

@@ -254,3 +254,18 @@ def test_quantile_loss_weighs_a_miss_by_q_and_a_margin_by_one_minus_q_relative_t
     assert quantile_loss(np.array([9.0]), np.array([10.0]), 0.99) == pytest.approx(
         99 * quantile_loss(np.array([11.0]), np.array([10.0]), 0.99)
     )
+
+
+def test_retraining_refuses_a_forecaster_mlflow_cannot_keep_before_any_work(tmp_path):
+    from ipa_airflow.forecasting.registry import FORECASTERS, REGISTRABLE
+    from ipa_airflow.forecasting.retrain import retrain
+
+    assert set(REGISTRABLE) <= set(FORECASTERS)
+    with pytest.raises(ValueError, match="cannot register a 'max' forecaster in MLflow; choose one of lstm"):
+        retrain(
+            str(tmp_path / "not-read.txt"),
+            tracking_uri="http://unused",
+            train_days="0",
+            test_days="1",
+            model="max",
+        )
