@@ -614,9 +614,6 @@ def cmd_simulate(args) -> int:
             for part in args.pipelines.split(",")
             for s in (sorted(Path(part).glob("*.yaml")) if Path(part).is_dir() else [Path(part)])
         ]
-        ev.check_cases(specs, args.policies.split(","))
-        if say:
-            say(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
         report = ev.evaluate(
             specs,
             trace,

@@ -131,6 +131,8 @@ def evaluate(
     check_cases(spec_paths, policies)
     found = test_patterns(trace)
     out.mkdir(parents=True, exist_ok=True)
+    if progress and fitted is None:
+        progress(f"fitting the {model} forecaster on days {TRAIN_DAYS[0]}-{TRAIN_DAYS[1]} of the trace")
     t0 = time.perf_counter()
     fitted = fitted or fit_forecaster(trace, model=model, seed=seed)
     fit_s = time.perf_counter() - t0
