@@ -854,7 +854,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--json", action="store_true")
 
-    from .forecasting.registry import FORECASTERS, REGISTRABLE
+    from .forecasting.mlflow_store import REGISTRABLE
+    from .forecasting.registry import FORECASTERS
     from .forecasting.sources import PrometheusSource
 
     p = forecast.add_parser("backtest", help="walk a trace at the paper's cadence and score one forecaster")

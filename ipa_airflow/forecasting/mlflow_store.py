@@ -27,6 +27,8 @@ FEATURES = {
     "lstm-quantile-onsets": slice(0, 2),
     "lstm-quantile-hourly-onsets": slice(0, 2),
 }
+# The forecasters MLflow can keep: those that train a torch module, with the inputs above.
+REGISTRABLE = tuple(FEATURES)
 
 
 def _calibration(fitted: FittedForecaster) -> dict:

@@ -16,8 +16,8 @@ from ..registry.mlflow_profiles import MlflowUnreachable, RegistryError
 from ..settings import load_settings
 from ..spec import Adaptation
 from .backtest import backtest
-from .mlflow_store import load_forecaster, log_forecaster
-from .registry import REGISTRABLE, forecaster
+from .mlflow_store import REGISTRABLE, load_forecaster, log_forecaster
+from .registry import forecaster
 from .sources import PrometheusSource, last_whole_days, named_days, read_trace, write_trace
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def retrain(
     series = read_trace(trace, damping=damping)
     (train, train_start), (test, test_start) = named_days(series, train_days), named_days(series, test_days)
     fitted = forecaster(model).fit(train, seed=seed, start_s=train_start)
-    scored = {"new": _scores(fitted, train, test, test_start, quantile)}
+    new = backtest(fitted, train, test, quantile=quantile, test_start_s=test_start)
     uri = f"models:/{registered_name}/latest"
     try:
         current = load_forecaster(uri, tracking_uri=tracking_uri)
@@ -72,25 +72,20 @@ def retrain(
     except (RegistryError, KeyError, ValueError) as exc:  # none registered yet, or one this code cannot read
         log.warning("no usable %s to compare with (%s); registering the new forecaster", uri, exc)
         current = None
+    out = {"new": new.metrics(), "quantile": quantile, "registered": True}
     if current is not None:
-        scored["current"] = _scores(current, train, test, test_start, quantile)
-    loss = f"q{quantile:g}_quantile_loss".replace(".", "")
-    better = current is None or scored["new"][loss] < (1 - MIN_GAIN) * scored["current"][loss]
-    out = {**scored, "quantile": quantile, "registered": better}
-    if better:
+        old = backtest(current, train, test, quantile=quantile, test_start_s=test_start)
+        out["current"] = old.metrics()
+        out["registered"] = new.quantile_loss < (1 - MIN_GAIN) * old.quantile_loss
+    if out["registered"]:
         run_id, version = log_forecaster(
             fitted,
             tracking_uri=tracking_uri,
             experiment=load_settings(tracking_uri=tracking_uri).mlflow.forecasts_experiment,
             registered_name=registered_name,
-            metrics=scored["new"],
+            metrics=out["new"],
             train_series=train,
             tags={"ipa.trace": trace, "ipa.train_days": train_days, "ipa.test_days": test_days},
         )
         out.update(run_id=run_id, model_uri=f"models:/{registered_name}/{version}")
     return out
-
-
-def _scores(fitted, train, test, test_start: int, quantile: float) -> dict:
-    """The backtest at `quantile`, named as MLflow metrics (q099_quantile_loss, ...)."""
-    return backtest(fitted, train, test, quantile=quantile, test_start_s=test_start).metrics()

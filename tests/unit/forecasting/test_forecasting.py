@@ -257,7 +257,8 @@ def test_quantile_loss_weighs_a_miss_by_q_and_a_margin_by_one_minus_q_relative_t
 
 
 def test_retraining_refuses_a_forecaster_mlflow_cannot_keep_before_any_work(tmp_path):
-    from ipa_airflow.forecasting.registry import FORECASTERS, REGISTRABLE
+    from ipa_airflow.forecasting.mlflow_store import REGISTRABLE
+    from ipa_airflow.forecasting.registry import FORECASTERS
     from ipa_airflow.forecasting.retrain import retrain
 
     assert set(REGISTRABLE) <= set(FORECASTERS)
