@@ -4,11 +4,20 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# What a first install takes (6.8 GB measured, with some room), checked before pip starts.
+VENV_NEEDS_KB := 7500000
 
 .PHONY: venv test lint services demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@# torch's CUDA build alone is over 5 GB: say so at once rather than fail half-way with ENOSPC.
+	@ls -d $(VENV)/lib/python3*/site-packages/torch >/dev/null 2>&1 || { \
+	  free_kb=$$(df -Pk $(VENV) | awk 'NR==2 {print $$4}'); \
+	  if [ "$$free_kb" -lt $(VENV_NEEDS_KB) ]; then \
+	    echo "error: installing into $(VENV) needs about 7 GB of free disk; $$((free_kb / 1048576)) GB is free" \
+	         "on $$(df -P $(VENV) | awk 'NR==2 {print $$6}'). Free some space and run make again." >&2; \
+	    exit 1; fi; }
 	@echo "installing ipa-airflow and its pinned dependencies into $(VENV) (first time: several minutes)"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[all,test]'
 	@touch $(STAMP)
