@@ -19,7 +19,7 @@ from .forecasting.mlflow_store import load_forecaster
 from .forecasting.registry import forecaster
 from .forecasting.sources import read_trace
 from .forecasting.step import forecast_for
-from .optimizer import ConfigError, score_config
+from .optimizer import ConfigError, policy_for, score_config
 from .optimizer import plan as solve_plan
 from .pipelines import load_pipeline
 from .plans import Plan, config_id
@@ -139,7 +139,7 @@ def plan_step(
             current = score_config(spec, pipeline.profiles, load, running, policy=policy)
         except ConfigError as exc:  # the spec changed under a running pipeline: replace what runs
             log.warning("the running configuration is not one the spec offers (%s); switching", exc)
-    switch = choose(current, proposal, load, spec)
+    switch = choose(current, proposal, load, spec, policy_for(policy, spec).budget_shares)
     return {
         "plan": switch.plan.to_dict(),
         "proposal_id": proposal.plan_id,

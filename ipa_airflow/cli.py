@@ -898,7 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--plan", help="a plan written by `ipa plan --out`")
     which.add_argument("--load", type=float, help="plan for this load (req/s) first")
-    p.add_argument("--policy", default="ipa", choices=["ipa", "fa2-low", "fa2-high", "rim"])
+    p.add_argument("--policy", default="ipa", choices=list(POLICIES))
     p.add_argument("--out", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_manifests)
 
@@ -923,8 +923,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", choices=["bursty", "steady-low", "steady-high", "fluctuating"])
     p.add_argument("--start", type=int, help="first second of the window")
     p.add_argument("--duration", type=int, default=1200)
-    p.add_argument("--policy", default="ipa", help="ipa, fa2-low, fa2-high, rim, hpa (comma-separated)")
-    p.add_argument("--policies", default="ipa,fa2-low,fa2-high,rim,hpa", help="evaluate: the policies")
+    sim_policies = ",".join([*POLICIES, "hpa"])
+    p.add_argument("--policy", default="ipa", help=f"{sim_policies} (comma-separated)")
+    p.add_argument("--policies", default=sim_policies, help="evaluate: the policies")
     p.add_argument("--forecaster", choices=list(FORECASTERS), default="lstm-quantile")
     p.add_argument(
         "--quantile",

@@ -11,7 +11,7 @@ forecasts (`held_load`), what HPA's scale-down stabilisation window does with it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .plans import Plan
@@ -32,8 +32,15 @@ def held_load(forecasts: Sequence[float], stabilisation: int) -> float:
     return max(forecasts[-stabilisation:])
 
 
-def shortfall(plan: Plan, load: float, spec: PipelineSpec) -> str | None:
-    """Why `plan` cannot carry `load` within the SLA, or None when it can."""
+def _fill_s(batch: int, load: float) -> float:
+    return (batch - 1) / load if batch > 1 and load > 0 else 0.0
+
+
+def shortfall(
+    plan: Plan, load: float, spec: PipelineSpec, budget_shares: Mapping[str, float] | None = None
+) -> str | None:
+    """Why `plan` cannot carry `load` within the SLA, or None when it can. `budget_shares` (stage -> share
+    of the latency budget, the per-stage policy) holds each stage to its own share as well."""
     rho = spec.limits.max_utilisation
     for s in plan.stages:
         if s.capacity_rps * rho < load:
@@ -41,8 +48,15 @@ def shortfall(plan: Plan, load: float, spec: PipelineSpec) -> str | None:
                 f"stage '{s.stage}' carries {s.capacity_rps * rho:.1f} req/s at {rho:.0%} utilisation, "
                 f"below {load:.1f}"
             )
-    fill = sum((s.batch - 1) / load for s in plan.stages if s.batch > 1) if load > 0 else 0.0
-    latency = sum(s.latency_s for s in plan.stages) + fill
+    for s in plan.stages:
+        share = (budget_shares or {}).get(s.stage)
+        stage_s = s.latency_s + _fill_s(s.batch, load)
+        if share is not None and stage_s > share * spec.latency_budget_s:
+            return (
+                f"stage '{s.stage}' takes {stage_s * 1000:.0f} ms at {load:.1f} req/s, over its share of "
+                f"{share * spec.latency_budget_s * 1000:.0f} ms"
+            )
+    latency = sum(s.latency_s + _fill_s(s.batch, load) for s in plan.stages)
     if latency > spec.latency_budget_s:
         return (
             f"it takes {latency * 1000:.0f} ms at {load:.1f} req/s, over the latency budget of "
@@ -51,13 +65,20 @@ def shortfall(plan: Plan, load: float, spec: PipelineSpec) -> str | None:
     return None
 
 
-def choose(running: Plan | None, proposal: Plan, load: float, spec: PipelineSpec) -> Switch:
-    """Keep `running` or switch to `proposal`, both planned for `load`."""
+def choose(
+    running: Plan | None,
+    proposal: Plan,
+    load: float,
+    spec: PipelineSpec,
+    budget_shares: Mapping[str, float] | None = None,
+) -> Switch:
+    """Keep `running` or switch to `proposal`, both planned for `load` (under the policy whose per-stage
+    `budget_shares` they honour, if any)."""
     if running is None:
         return Switch(proposal, True, "nothing known to run")
     if running.plan_id == proposal.plan_id:
         return Switch(running, False, "the program proposes what runs")
-    short = shortfall(running, load, spec)
+    short = shortfall(running, load, spec, budget_shares)
     if short is not None:
         return Switch(proposal, True, f"the running plan cannot carry the load: {short}")
     gain = proposal.objective - running.objective

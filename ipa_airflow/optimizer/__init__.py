@@ -188,15 +188,26 @@ def _at_most(o: Option, replicas: int) -> Option:
 
 def _diagnose(data: ModelData, choice: Sequence[Option]) -> tuple[list[str], str]:
     restricted = data.restricted()
-    binding = [f"throughput[{st.name}]" for st in restricted.stages if not st.options]
-    reasons = []
-    for name in binding:
-        stage = name[len("throughput[") : -1]
-        best = next(o for o in choice if o.stage == stage)
-        reasons.append(
-            f"stage '{stage}' reaches at most {best.capacity_rps:.1f} req/s with {best.replicas} replicas "
-            f"of {best.variant} at batch {best.batch}, below the load of {data.load_rps:.1f} req/s"
-        )
+    covering = data.restricted(stage_budgets=False)
+    binding, reasons = [], []
+    for st, cov in zip(restricted.stages, covering.stages, strict=True):
+        if st.options:
+            continue
+        if not cov.options:
+            best = next(o for o in choice if o.stage == st.name)
+            binding.append(f"throughput[{st.name}]")
+            reasons.append(
+                f"stage '{st.name}' reaches at most {best.capacity_rps:.1f} req/s with {best.replicas} "
+                f"replicas of {best.variant} at batch {best.batch}, "
+                f"below the load of {data.load_rps:.1f} req/s"
+            )
+        else:
+            fastest = min(o.total_latency_s for o in cov.options)
+            binding.append(f"stage_budget[{st.name}]")
+            reasons.append(
+                f"stage '{st.name}' needs {fastest * 1000:.1f} ms at this load, over its share of "
+                f"{data.stage_budget_s(st.name) * 1000:.1f} ms of the latency budget"
+            )
     fastest = sum(min(o.total_latency_s for o in st.options) for st in restricted.stages if st.options)
     if fastest > data.latency_budget_s:
         binding.append("latency_sla")

@@ -10,9 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .model_data import ModelData, Option
-
-TOLERANCE = 1e-7
+from .model_data import TOLERANCE, ModelData, Option
 
 
 @dataclass(frozen=True)
@@ -59,4 +57,7 @@ def evaluate(data: ModelData, choice: Sequence[Option]) -> Evaluation:
         fixed = data.policy.fixed_replicas.get(o.stage)
         if fixed is not None and o.replicas != fixed:
             violations.append(f"fixed_replicas[{o.stage}]")
+        budget = data.stage_budget_s(o.stage)
+        if budget is not None and o.total_latency_s > budget + TOLERANCE:
+            violations.append(f"stage_budget[{o.stage}]")
     return Evaluation(accuracy, cost, batch_sum, latency, objective, tuple(violations))

@@ -107,6 +107,17 @@ def add_fixed_replicas(prob, data, n, options) -> None:
         )
 
 
+def add_stage_budgets(prob, data, x, options) -> None:
+    """Per-stage baseline: each stage meets its own share of the latency budget."""
+    for stage in options:
+        budget = data.stage_budget_s(stage)
+        if budget is not None:
+            prob += (
+                pulp.lpSum(o.total_latency_s * x[stage, i] for i, o in enumerate(options[stage])) <= budget,
+                f"stage_budget[{stage}]",
+            )
+
+
 def accuracy_sum(data, x, options) -> pulp.LpAffineExpression:
     return pulp.lpSum(o.accuracy * x[s, i] for s, opts in options.items() for i, o in enumerate(opts))
 
@@ -156,6 +167,7 @@ def build_model(data: ModelData, options: dict[str, list[Option]] | None = None)
     add_max_cost(prob, data, n, options)
     add_pinned_variants(prob, data, x, options)
     add_fixed_replicas(prob, data, n, options)
+    add_stage_budgets(prob, data, x, options)
     if data.accuracy_method == "product":
         accuracy = add_pas_product(prob, data, x, options)
     else:

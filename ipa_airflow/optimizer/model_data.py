@@ -13,6 +13,8 @@ from ..profiles import ProfileSet
 from ..spec import PipelineSpec
 from .policies import Policy
 
+TOLERANCE = 1e-7  # numerical slack of every constraint check (seconds, req/s, cost)
+
 
 @dataclass(frozen=True)
 class Option:
@@ -80,15 +82,23 @@ class ModelData:
         """The part of the objective one option subtracts: beta * cost + gamma * batch."""
         return self.beta * option.cost + self.gamma * option.batch
 
-    def restricted(self) -> ModelData:
+    def stage_budget_s(self, stage: str) -> float | None:
+        """The latency a stage may use on its own under the policy (per-stage), else None."""
+        share = self.policy.budget_shares.get(stage)
+        return None if share is None else share * self.latency_budget_s
+
+    def restricted(self, *, stage_budgets: bool = True) -> ModelData:
         """The same data with the policy applied as option filters (for the non-MILP solvers)."""
         stages = []
         for st in self.stages:
             pinned = self.policy.pinned_variants.get(st.name)
             fixed = self.policy.fixed_replicas.get(st.name)
+            budget = self.stage_budget_s(st.name) if stage_budgets else None
             keep = []
             for o in st.options + st.too_slow:
                 if pinned is not None and o.variant != pinned:
+                    continue
+                if budget is not None and o.total_latency_s > budget + TOLERANCE:
                     continue
                 if fixed is not None:
                     if fixed > self.max_replicas or fixed * o.throughput_rps < self.load_rps:

@@ -3,6 +3,9 @@
 - ipa: variant, batch and replicas all adapt.
 - fa2-low / fa2-high: the variant is pinned to the lightest / heaviest (or the spec's choice).
 - rim: replicas are fixed (static provisioning); variant and batch adapt.
+- per-stage: each stage must meet an equal share of the latency budget on its own, as when every model
+  is adapted alone against its own SLO (InfAdapter, or one autoscaler per model); the joint program's
+  advantage over it is what planning the pipeline as a whole is worth.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ class Policy:
     name: str = "ipa"
     pinned_variants: Mapping[str, str] = field(default_factory=dict)  # stage -> variant
     fixed_replicas: Mapping[str, int] = field(default_factory=dict)  # stage -> replicas
+    budget_shares: Mapping[str, float] = field(default_factory=dict)  # stage -> share of the latency budget
 
 
 def _lightest(stage: Stage) -> str:
@@ -50,11 +54,16 @@ def _rim(spec: PipelineSpec) -> Policy:
     return Policy("rim", fixed_replicas=fixed)
 
 
+def _per_stage(spec: PipelineSpec) -> Policy:
+    return Policy("per-stage", budget_shares={s.name: 1 / len(spec.stages) for s in spec.stages})
+
+
 POLICIES: dict[str, Callable[[PipelineSpec], Policy]] = {
     "ipa": _ipa,
     "fa2-low": _fa2_low,
     "fa2-high": _fa2_high,
     "rim": _rim,
+    "per-stage": _per_stage,
 }
 
 

@@ -1,8 +1,8 @@
 """Adaptation policies for the simulator. Each sees what a real controller would: the per-second rates
 observed so far (never the future) and the plan in force, and returns the next plan.
 
-- ipa / fa2-low / fa2-high / rim: forecast the next interval's peak (an upper quantile), then the
-  program of the planning core under that policy.
+- ipa / fa2-low / fa2-high / rim / per-stage: forecast the next interval's peak (an upper quantile),
+  then the program of the planning core under that policy.
 - hpa: a Kubernetes-HPA-like replica scaler on one fixed variant at batch 1: target utilisation,
   15-s sync, 300-s scale-down stabilisation; what most users run today.
 """
@@ -69,7 +69,8 @@ class PlannedPolicy:
         )
         load = held_load(f.held(q, a.stabilisation), a.stabilisation)
         proposal = solve(self.spec, self.profiles, load, policy=self.name)
-        self.current = choose(self.current, proposal, load, self.spec).plan
+        shares = policy_for(self.name, self.spec).budget_shares
+        self.current = choose(self.current, proposal, load, self.spec, shares).plan
         return Decision(self.current, load, proposal.solve_time_s)
 
 

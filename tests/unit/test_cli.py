@@ -3,6 +3,7 @@ import json
 import pytest
 
 from ipa_airflow.cli import main
+from ipa_airflow.optimizer import POLICIES
 from tests.conftest import PIPELINES, PROFILES
 
 
@@ -85,7 +86,7 @@ def test_demo_plans_every_example_pipeline_under_every_policy(capsys):
     plans = json.loads(capsys.readouterr().out)
     pipelines = {p["pipeline"] for p in plans}
     assert pipelines == {"video-cpu", "video-gpu", "video-3stage-gpu"}
-    assert {p["policy"] for p in plans} == {"ipa", "fa2-low", "fa2-high", "rim"}
+    assert {p["policy"] for p in plans} == set(POLICIES)
     assert all(p["stages"] for p in plans)
 
 

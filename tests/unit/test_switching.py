@@ -66,6 +66,23 @@ def test_a_batch_that_cannot_fill_within_the_sla_forces_a_switch(cpu):
     assert "over the latency budget" in shortfall(slow, 1.0, cpu.spec)
 
 
+def test_under_per_stage_a_stage_over_its_own_share_forces_a_switch(cpu):
+    running = plan(cpu.spec, cpu.profiles, 8.0, policy="per-stage")
+    proposal = plan(cpu.spec, cpu.profiles, 8.0, policy="ipa")
+    first = running.stages[0]
+    share = cpu.spec.latency_budget_s / 2
+    # The first stage alone takes 60 % of the budget: the chain still fits, the stage's own share not.
+    slow = replace(
+        running,
+        stages=(replace(first, batch=1, latency_s=0.6 * cpu.spec.latency_budget_s), running.stages[1]),
+    )
+    assert shortfall(slow, 8.0, cpu.spec) is None
+    shares = {s.stage: 0.5 for s in running.stages}
+    assert f"over its share of {share * 1000:.0f} ms" in shortfall(slow, 8.0, cpu.spec, shares)
+    assert choose(slow, proposal, 8.0, cpu.spec, shares).changed
+    assert not choose(slow, replace(proposal, objective=slow.objective), 8.0, cpu.spec).changed
+
+
 def test_small_gains_keep_the_running_plan_large_ones_switch(cpu):
     running = plan(cpu.spec, cpu.profiles, 8.0)
     better = replace(running, stages=running.stages[:1] + (replace(running.stages[1], replicas=9),))

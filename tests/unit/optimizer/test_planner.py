@@ -4,7 +4,8 @@ import copy
 
 import pytest
 
-from ipa_airflow.optimizer import plan
+from ipa_airflow.optimizer import plan, policy_for
+from ipa_airflow.optimizer.model_data import ModelData
 from ipa_airflow.pipelines import load_pipeline
 from ipa_airflow.plans import Plan
 from ipa_airflow.spec import PipelineSpec
@@ -112,3 +113,44 @@ def test_negative_load_is_refused(video):
 def test_zero_load_keeps_one_replica(video):
     p = plan(video.spec, video.profiles, 0)
     assert p.feasible and all(s.replicas == 1 and s.batch == 1 for s in p.stages)
+
+
+@pytest.mark.parametrize("load", [5, 50, 100, 300, 600, 1500])
+def test_per_stage_keeps_every_stage_in_its_share_and_ipa_is_never_worse(video, load):
+    split = plan(video.spec, video.profiles, load, policy="per-stage")
+    ipa = plan(video.spec, video.profiles, load, policy="ipa")
+    assert split.feasible and split.policy == "per-stage"
+    share = video.spec.latency_budget_s / len(video.spec.stages)
+    for s in split.stages:
+        assert s.latency_s + s.queue_s <= share + 1e-9
+    # Every per-stage plan is one the joint program may choose, so planning the chain as a whole never
+    # loses; at these loads it saves GPUs or buys accuracy somewhere.
+    assert ipa.objective >= split.objective - 1e-9
+
+
+def test_per_stage_is_strictly_worse_somewhere(video):
+    gains = [
+        plan(video.spec, video.profiles, load).objective
+        - plan(video.spec, video.profiles, load, policy="per-stage").objective
+        for load in (100, 300, 600)
+    ]
+    assert max(gains) > 1e-6, gains
+
+
+@pytest.mark.parametrize("solver", ["milp", "chain", "brute"])
+def test_a_stage_that_cannot_fit_its_share_is_named(video, solver):
+    data = ModelData.build(video.spec, video.profiles, 50, policy_for("ipa", video.spec))
+    fastest = {st.name: min(o.total_latency_s for o in st.options) for st in data.stages}
+    # An SLA the chain meets as a whole, but whose half is shorter than detection alone needs.
+    sla = 1.2 * sum(fastest.values())
+    assert fastest["detect"] > sla / 2
+    limits = video.spec.limits.model_copy(update={"latency_headroom": 0.0})
+    tight = video.spec.model_copy(update={"sla_s": sla, "limits": limits})
+    assert plan(tight, video.profiles, 50, solver=solver).feasible
+    p = plan(tight, video.profiles, 50, policy="per-stage", solver=solver)
+    assert not p.feasible
+    assert p.binding == ("stage_budget[detect]",)
+    assert (
+        f"needs {fastest['detect'] * 1000:.1f} ms at this load, over its share of {sla / 2 * 1000:.1f} ms"
+        in (p.message)
+    )

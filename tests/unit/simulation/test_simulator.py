@@ -134,3 +134,18 @@ def test_minimum_cost_is_one_replica_of_the_cheapest_shape_per_stage(cpu):
     assert minimum_cost(cpu.spec) == 2.0  # two stages, one core each at least
     gpu = load_pipeline(PIPELINES / "video-3stage-gpu.yaml")
     assert minimum_cost(gpu.spec) == 3.0
+
+
+def test_the_per_stage_baseline_keeps_each_stage_in_its_share_while_the_load_moves(cpu, fitted):
+    pol = make_policy("per-stage", cpu.spec, cpu.profiles, fitted)
+    share = cpu.spec.latency_budget_s / len(cpu.spec.stages)
+    observed = np.full(600, 3.0)
+    for now, rate in enumerate([3.0, 12.0, 25.0, 6.0, 2.0], start=1):
+        observed = np.concatenate([observed, np.full(30, rate)])
+        d = pol.decide(600.0 + 30 * now, observed)
+        assert d.plan.policy == "per-stage" and d.plan.feasible
+        for s in d.plan.stages:
+            fill = (s.batch - 1) / d.planned_load if s.batch > 1 else 0.0
+            assert s.latency_s + fill <= share + 1e-9, (now, s)
+    r = _run(cpu, np.concatenate([np.full(120, 4.0), np.full(180, 14.0)]), "per-stage", fitted)
+    assert r.completed + r.dropped == r.sent and r.summary()["policy"] == "per-stage"

@@ -1,0 +1,51 @@
+"""The evaluation report's comparisons, on rows whose answers are known."""
+
+from ipa_airflow.simulation.evaluation import markdown, targets
+
+
+def _row(policy, violations, accuracy, cost, pattern="bursty"):
+    return {
+        "pipeline": "p",
+        "pattern": pattern,
+        "policy": policy,
+        "sla_violation_rate": violations,
+        "mean_accuracy": accuracy,
+        "mean_cost": cost,
+    }
+
+
+def test_ipa_against_per_stage_tells_a_tie_from_a_win_and_a_loss():
+    rows = [
+        _row("ipa", 0.001, 0.32, 2.0, "bursty"),
+        _row("per-stage", 0.002, 0.32, 3.0, "bursty"),
+        _row("ipa", 0.0, 0.30, 2.0, "steady-low"),
+        _row("per-stage", 0.0, 0.30, 2.0, "steady-low"),
+        _row("ipa", 0.02, 0.32, 2.0, "steady-high"),
+        _row("per-stage", 0.01, 0.32, 3.0, "steady-high"),
+    ]
+    by = {t["pattern"]: t for t in targets(rows)}
+    assert by["bursty"]["beats_per_stage"] and not by["bursty"]["same_as_per_stage"]
+    assert by["bursty"]["cost_share_of_per_stage"] == 0.667
+    assert by["steady-low"]["same_as_per_stage"] and not by["steady-low"]["beats_per_stage"]
+    # Cheaper but with more violations is not a win.
+    assert not by["steady-high"]["beats_per_stage"] and not by["steady-high"]["same_as_per_stage"]
+    assert "beats_hpa" not in by["bursty"]
+
+
+def test_the_window_table_leaves_the_fa2_high_share_empty_without_fa2_high():
+    window = {
+        "pipeline": "p",
+        "policy": "ipa",
+        "windows": 2,
+        "violations_mean": 0.001,
+        "violations_max": 0.002,
+        "windows_over_1pct": 0,
+        "accuracy_mean": 0.3,
+        "cost_mean": 2.0,
+        "planned_over_load_mean": 1.9,
+    }
+    report = {"rows": [], "targets": [], "seed": 0, "forecaster": "f", "random_windows": [window]}
+    line = next(x for x in markdown(report).splitlines() if x.startswith("| p | ipa"))
+    assert "nan" not in line and "| - |" in line
+    report["random_windows"] = [{**window, "cost_share_of_fa2_high_mean": 0.74}]
+    assert "| 74% |" in markdown(report)
