@@ -585,8 +585,8 @@ def cmd_manifests(args) -> int:
 
 
 # ---- simulate ---------------------------------------------------------------------------------------
-def _adaptation_overrides(args) -> dict:
-    out = {"quantile": args.quantile, "interval_s": args.interval}
+def _spec_overrides(args) -> dict:
+    out = {"quantile": args.quantile, "interval_s": args.interval, "latency_headroom": args.latency_headroom}
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -622,7 +622,7 @@ def cmd_simulate(args) -> int:
             model=args.forecaster,
             progress=say,
             policies=args.policies.split(","),
-            adaptation=_adaptation_overrides(args),
+            overrides=_spec_overrides(args),
             random_windows=args.random_windows,
         )
         if args.json:
@@ -655,7 +655,7 @@ def cmd_simulate(args) -> int:
             policy,
             fitted=fitted,
             seed=args.seed,
-            adaptation=_adaptation_overrides(args),
+            overrides=_spec_overrides(args),
         )
     if args.plot:
         ev.plot_case(results, f"{Path(args.target).stem}: {args.pattern or pieces}", Path(args.plot))
@@ -776,6 +776,17 @@ def cmd_profiles_compare(args) -> int:
     console.print(table)
     console.print(f"{report['matched_cells']} cells, median ratio {report['median_ratio']}")
     return 0
+
+
+def _headroom(text: str) -> float:
+    """An argparse type for limits.latency_headroom: a share of the SLA, at least 0 and below 1."""
+    try:
+        h = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share of the SLA such as 0.2, got {text!r}") from None
+    if not 0 <= h < 1:
+        raise argparse.ArgumentTypeError(f"a latency headroom is at least 0 and below 1, e.g. 0.2, not {h:g}")
+    return h
 
 
 def _open_probability(text: str) -> float:
@@ -937,6 +948,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval",
         type=float,
         help="decide every this many seconds instead of each spec's adaptation.interval_s",
+    )
+    p.add_argument(
+        "--latency-headroom",
+        type=_headroom,
+        help="keep this share of the SLA free when planning (e.g. 0.2) instead of each spec's "
+        "limits.latency_headroom",
     )
     p.add_argument(
         "--random-windows",

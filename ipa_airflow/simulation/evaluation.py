@@ -12,7 +12,7 @@ from ..forecasting.registry import forecaster as make_forecaster
 from ..forecasting.sources import SECONDS_PER_DAY
 from ..optimizer.policies import POLICIES as PLANNER_POLICIES
 from ..pipelines import load_pipeline
-from ..spec import Adaptation, PipelineSpec
+from ..spec import Adaptation, Limits, PipelineSpec
 from .patterns import Pattern, find_patterns
 from .policies import make_policy
 from .simulator import SimResult, Simulator
@@ -68,12 +68,12 @@ def run_case(
     *,
     fitted,
     seed: int = 0,
-    adaptation: dict | None = None,
+    overrides: dict | None = None,
 ) -> SimResult:
-    """One pipeline, window and policy. `adaptation` overrides fields of the spec's adaptation section
-    (e.g. {"quantile": 0.95, "interval_s": 60})."""
+    """One pipeline, window and policy. `overrides` replaces fields of the spec's adaptation or limits
+    sections (e.g. {"quantile": 0.95, "interval_s": 60, "latency_headroom": 0.2})."""
     pipeline = load_pipeline(spec_path)
-    spec = with_adaptation(pipeline.spec, adaptation)
+    spec = with_overrides(pipeline.spec, overrides)
     counts = np.concatenate([trace[s : s + d] for s, d in pieces])
     start = pieces[0][0]
     history = trace[max(0, start - HISTORY_S) : start]
@@ -81,11 +81,21 @@ def run_case(
     return Simulator(spec, pipeline.profiles, counts, pol, history=history, seed=seed).run()
 
 
-def with_adaptation(spec: PipelineSpec, overrides: dict | None) -> PipelineSpec:
-    """The spec with some adaptation settings replaced, validated as the spec's own would be."""
+def with_overrides(spec: PipelineSpec, overrides: dict | None) -> PipelineSpec:
+    """The spec with some settings of its adaptation and limits sections replaced (the two share no field
+    name), validated as the spec's own would be."""
     if not overrides:
         return spec
-    return spec.model_copy(update={"adaptation": Adaptation(**{**spec.adaptation.model_dump(), **overrides})})
+    sections = {"adaptation": Adaptation, "limits": Limits}
+    unknown = set(overrides) - {f for model in sections.values() for f in model.model_fields}
+    if unknown:
+        raise ValueError(f"cannot override {', '.join(sorted(unknown))}: not a field of adaptation or limits")
+    update = {}
+    for section, model in sections.items():
+        mine = {k: v for k, v in overrides.items() if k in model.model_fields}
+        if mine:
+            update[section] = model(**{**getattr(spec, section).model_dump(), **mine})
+    return spec.model_copy(update=update)
 
 
 def plot_case(results: dict[str, SimResult], title: str, path: Path) -> Path:
@@ -125,7 +135,7 @@ def evaluate(
     seed: int = 0,
     fitted=None,
     progress=None,
-    adaptation: dict | None = None,
+    overrides: dict | None = None,
     random_windows: int = 0,
     model: str = "lstm-quantile",
 ) -> dict:
@@ -139,7 +149,7 @@ def evaluate(
     fit_s = time.perf_counter() - t0
     rows = []
     for spec_path in spec_paths:
-        spec = with_adaptation(load_pipeline(spec_path).spec, adaptation)
+        spec = with_overrides(load_pipeline(spec_path).spec, overrides)
         name, q = spec.name, spec.adaptation.quantile
         floor = minimum_cost(spec)
         for pattern in patterns or found:
@@ -149,7 +159,7 @@ def evaluate(
                 if progress:
                     progress(f"{name} / {pattern} / {policy}")
                 r = run_case(
-                    spec_path, trace, p.pieces, policy, fitted=fitted, seed=seed, adaptation=adaptation
+                    spec_path, trace, p.pieces, policy, fitted=fitted, seed=seed, overrides=overrides
                 )
                 results[policy] = r
                 rows.append(
@@ -158,6 +168,7 @@ def evaluate(
                         "pattern": pattern,
                         "quantile": q,
                         "interval_s": spec.adaptation.interval_s,
+                        "latency_headroom": spec.limits.latency_headroom,
                         "min_cost": floor,
                         **r.summary(),
                     }
@@ -169,11 +180,11 @@ def evaluate(
         for spec_path in spec_paths:
             if progress:
                 progress(f"{load_pipeline(spec_path).spec.name} / {random_windows} random windows")
-            robustness += window_summary(spec_path, trace, windows, policies, fitted, seed, adaptation)
+            robustness += window_summary(spec_path, trace, windows, policies, fitted, seed, overrides)
     report = {
         "forecaster": fitted.name,
         "forecaster_fit_s": round(fit_s, 2),
-        "adaptation_overrides": adaptation or {},
+        "overrides": overrides or {},
         "seed": seed,
         "patterns": {k: v.to_dict() for k, v in found.items()},
         "rows": rows,
@@ -200,13 +211,13 @@ def random_test_windows(trace: np.ndarray, n: int, *, seed: int = 0, window_s: i
     return sorted(starts)
 
 
-def window_summary(spec_path, trace, starts, policies, fitted, seed, adaptation) -> list[dict]:
+def window_summary(spec_path, trace, starts, policies, fitted, seed, overrides) -> list[dict]:
     """Per policy over many windows: mean and worst violation rate, windows over 1 %, mean accuracy and
     cost, and cost as a share of fa2-high's in the same window."""
     per = {
         p: [
             run_case(
-                spec_path, trace, ((s, 1200),), p, fitted=fitted, seed=seed, adaptation=adaptation
+                spec_path, trace, ((s, 1200),), p, fitted=fitted, seed=seed, overrides=overrides
             ).summary()
             for s in starts
         ]
@@ -281,10 +292,12 @@ def _beats(ours: dict, theirs: dict) -> bool:
 def markdown(report: dict) -> str:
     q = sorted({r.get("quantile") for r in report["rows"]} - {None})
     every = sorted({r.get("interval_s") for r in report["rows"]} - {None})
+    headroom = sorted({r.get("latency_headroom") for r in report["rows"]} - {None})
     lines = [
         f"Forecaster {report['forecaster']}, provisioning for its "
         f"{' / '.join(f'{x:g}' for x in q)} quantile, deciding every "
-        f"{' / '.join(f'{x:g}' for x in every)} s; seed {report['seed']}.",
+        f"{' / '.join(f'{x:g}' for x in every)} s, planning with "
+        f"{' / '.join(f'{x:.0%}' for x in headroom) or 'no'} of the SLA kept free; seed {report['seed']}.",
         "",
         "| pipeline | pattern | policy | SLA violations | p99 s | seconds p99 in SLA | accuracy (PAS) "
         "| cost | reconfigs | solver s | wall s |",

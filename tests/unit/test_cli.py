@@ -96,6 +96,8 @@ def test_demo_plans_every_example_pipeline_under_every_policy(capsys):
         (["forecast", "backtest", "--trace", "t.txt", "--quantile", "1.5"], "strictly between 0 and 1"),
         (["forecast", "backtest", "--trace", "t.txt", "--quantile", "high"], "a number such as 0.95"),
         (["simulate", "evaluate", "--quantile", "0.97"], "choose from 0.8, 0.9, 0.95, 0.99"),
+        (["simulate", "evaluate", "--latency-headroom", "1"], "at least 0 and below 1"),
+        (["simulate", "evaluate", "--latency-headroom", "20%"], "a share of the SLA such as 0.2"),
     ],
 )
 def test_a_bad_quantile_is_refused_before_any_work(argv, says, capsys):

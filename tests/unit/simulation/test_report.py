@@ -1,6 +1,10 @@
 """The evaluation report's comparisons, on rows whose answers are known."""
 
-from ipa_airflow.simulation.evaluation import markdown, targets
+import pytest
+
+from ipa_airflow.pipelines import load_pipeline
+from ipa_airflow.simulation.evaluation import markdown, targets, with_overrides
+from tests.conftest import PIPELINES
 
 
 def _row(policy, violations, accuracy, cost, pattern="bursty"):
@@ -49,3 +53,16 @@ def test_the_window_table_leaves_the_fa2_high_share_empty_without_fa2_high():
     assert "nan" not in line and "| - |" in line
     report["random_windows"] = [{**window, "cost_share_of_fa2_high_mean": 0.74}]
     assert "| 74% |" in markdown(report)
+
+
+def test_overrides_reach_the_adaptation_and_limits_sections_and_nothing_else():
+    spec = load_pipeline(PIPELINES / "video-gpu.yaml").spec
+    out = with_overrides(spec, {"quantile": 0.95, "latency_headroom": 0.25})
+    assert out.adaptation.quantile == 0.95 and out.limits.latency_headroom == 0.25
+    assert out.latency_budget_s == pytest.approx(0.75 * spec.sla_s)
+    assert out.limits.max_utilisation == spec.limits.max_utilisation  # the rest of the section stays
+    assert spec.limits.latency_headroom == 0.1  # the loaded spec is not changed
+    with pytest.raises(ValueError, match="cannot override sla_s"):
+        with_overrides(spec, {"sla_s": 1.0})
+    with pytest.raises(ValueError, match="latency_headroom"):
+        with_overrides(spec, {"latency_headroom": 1.5})
