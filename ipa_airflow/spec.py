@@ -158,7 +158,7 @@ class Limits(_Strict):
 
 
 class Baselines(_Strict):
-    """Settings of the paper's baselines (all optional)."""
+    """Settings of the baselines the program is compared with (all optional)."""
 
     fa2_low: dict[str, str] = Field(
         default_factory=dict, description="stage -> pinned variant (default lightest)"
@@ -167,6 +167,10 @@ class Baselines(_Strict):
         default_factory=dict, description="stage -> pinned variant (default heaviest)"
     )
     rim_replicas: PositiveInt | dict[str, PositiveInt] = 2
+    per_stage_shares: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=dict,
+        description="stage -> its share of the latency budget under per-stage (default: equal shares)",
+    )
 
 
 PLAN_QUANTILES = (0.8, 0.9, 0.95, 0.99)  # the upper quantiles every forecast carries
@@ -258,6 +262,18 @@ class PipelineSpec(_Strict):
                 f"baselines.rim_replicas ({max(counts)}) is above limits.max_replicas "
                 f"({self.limits.max_replicas})"
             )
+        shares = self.baselines.per_stage_shares
+        if shares:
+            if set(shares) != set(by_stage):
+                raise ValueError(
+                    f"baselines.per_stage_shares: give a share for every stage {sorted(by_stage)}, "
+                    f"not {sorted(shares)}"
+                )
+            if sum(shares.values()) > 1 + 1e-9:
+                raise ValueError(
+                    f"baselines.per_stage_shares add up to {sum(shares.values()):g}: the stages' shares of "
+                    "the latency budget can add up to 1 at most"
+                )
         if not [b for b in self.limits.batch_sizes if b <= self.limits.max_batch]:
             raise ValueError("limits: no batch size is within max_batch")
         return self

@@ -1,11 +1,12 @@
-"""Adaptation policies: IPA and the paper's baselines, each the same program with extra restrictions.
+"""Adaptation policies: IPA and its baselines, each the same program with extra restrictions.
 
 - ipa: variant, batch and replicas all adapt.
 - fa2-low / fa2-high: the variant is pinned to the lightest / heaviest (or the spec's choice).
 - rim: replicas are fixed (static provisioning); variant and batch adapt.
-- per-stage: each stage must meet an equal share of the latency budget on its own, as when every model
-  is adapted alone against its own SLO (InfAdapter, or one autoscaler per model); the joint program's
-  advantage over it is what planning the pipeline as a whole is worth.
+- per-stage: each stage must meet its share of the latency budget on its own (equal shares unless the
+  spec's baselines.per_stage_shares say), as when every model is adapted alone against its own SLO
+  (InfAdapter, or one autoscaler per model); the joint program's advantage over it is what planning
+  the pipeline as a whole is worth.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def _rim(spec: PipelineSpec) -> Policy:
 
 
 def _per_stage(spec: PipelineSpec) -> Policy:
-    return Policy("per-stage", budget_shares={s.name: 1 / len(spec.stages) for s in spec.stages})
+    shares = spec.baselines.per_stage_shares or {s.name: 1 / len(spec.stages) for s in spec.stages}
+    return Policy("per-stage", budget_shares=dict(shares))
 
 
 POLICIES: dict[str, Callable[[PipelineSpec], Policy]] = {

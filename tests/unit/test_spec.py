@@ -134,6 +134,22 @@ def test_unknown_baseline_variant():
     assert "unknown variant 'huge'" in msg
 
 
+@pytest.mark.parametrize(
+    ("shares", "says"),
+    [
+        ({"detect": 0.7}, "give a share for every stage ['classify', 'detect']"),
+        ({"detect": 0.7, "classify": 0.5}, "add up to 1.2"),
+        ({"detect": 0.7, "classify": 0}, "greater than 0"),
+    ],
+)
+def test_per_stage_shares_cover_every_stage_and_fit_the_budget(shares, says):
+    data = copy.deepcopy(GOOD)
+    data["baselines"] = {"per_stage_shares": shares}
+    assert any(says in msg for _, msg in _errors(data)), _errors(data)
+    data["baselines"] = {"per_stage_shares": {"detect": 0.7, "classify": 0.3}}
+    assert PipelineSpec.from_dict(data).baselines.per_stage_shares["detect"] == 0.7
+
+
 def test_load_spec_reports_yaml_syntax_and_missing_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")

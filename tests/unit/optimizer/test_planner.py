@@ -154,3 +154,18 @@ def test_a_stage_that_cannot_fit_its_share_is_named(video, solver):
         f"needs {fastest['detect'] * 1000:.1f} ms at this load, over its share of {sla / 2 * 1000:.1f} ms"
         in (p.message)
     )
+
+
+def test_per_stage_follows_the_specs_shares(video):
+    data = ModelData.build(video.spec, video.profiles, 50, policy_for("ipa", video.spec))
+    fastest = {st.name: min(o.total_latency_s for o in st.options) for st in data.stages}
+    sla = 1.2 * sum(fastest.values())
+    limits = video.spec.limits.model_copy(update={"latency_headroom": 0.0})
+    tight = video.spec.model_copy(update={"sla_s": sla, "limits": limits})
+    # Equal halves leave detection too little (see above); a share that matches its needs does not.
+    share = (fastest["detect"] + 0.1 * sum(fastest.values())) / sla
+    shares = {"detect": share, "classify": 1 - share}
+    baselines = tight.baselines.model_copy(update={"per_stage_shares": shares})
+    p = plan(tight.model_copy(update={"baselines": baselines}), video.profiles, 50, policy="per-stage")
+    assert p.feasible
+    assert p.stage("detect").latency_s + p.stage("detect").queue_s <= share * sla + 1e-9
