@@ -37,16 +37,6 @@ FORECASTERS = {
 }
 
 
-# The forecasters that train a torch module, which MLflow keeps as a model (see mlflow_store).
-REGISTRABLE = (
-    "lstm",
-    "lstm-quantile",
-    "lstm-quantile-hourly",
-    "lstm-quantile-onsets",
-    "lstm-quantile-hourly-onsets",
-)
-
-
 def forecaster(name: str, **kwargs):
     try:
         return FORECASTERS[name](**kwargs)

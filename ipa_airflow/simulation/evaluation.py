@@ -10,14 +10,13 @@ import numpy as np
 
 from ..forecasting.registry import forecaster as make_forecaster
 from ..forecasting.sources import SECONDS_PER_DAY
-from ..optimizer.policies import POLICIES as PLANNER_POLICIES
 from ..pipelines import load_pipeline
 from ..spec import Adaptation, Limits, PipelineSpec
 from .patterns import Pattern, find_patterns
-from .policies import make_policy
+from .policies import SIMULATED_POLICIES, make_policy
 from .simulator import SimResult, Simulator
 
-POLICIES = (*PLANNER_POLICIES, "hpa")  # the planner's policies, and an HPA on one fixed variant
+POLICIES = SIMULATED_POLICIES
 HISTORY_S = 6 * 3600
 TRAIN_DAYS = (0, 9)  # the forecaster never sees the evaluation days (10-13)
 

@@ -26,6 +26,8 @@ from ..profiles import ProfileSet
 from ..spec import PipelineSpec
 from ..switching import choose, held_load
 
+# The planner's policies, and an HPA on one fixed variant.
+SIMULATED_POLICIES = (*POLICIES, "hpa")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # second s of the trace is simulated as _EPOCH + s
 
 
@@ -137,5 +139,5 @@ def make_policy(
         heaviest = policy_for("fa2-high", spec).pinned_variants
         return HpaPolicy(spec, profiles, dict(heaviest))
     if name not in POLICIES:
-        raise ValueError(f"unknown policy '{name}'; choose one of {', '.join([*POLICIES, 'hpa'])}")
+        raise ValueError(f"unknown policy '{name}'; choose one of {', '.join(SIMULATED_POLICIES)}")
     return PlannedPolicy(name, spec, profiles, forecaster, quantile, start_s=start_s)
