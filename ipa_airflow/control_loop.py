@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .adaptation import adaptation_of, decision, plan_step, reconcile_step, running
+from .cluster.backends import ClusterError
+from .cluster.reconcile import ReconcileResult
 from .decisions import DecisionRecord
 from .forecasting.base import FittedForecaster, Forecast
 from .forecasting.sources import LoadSourceError
@@ -72,7 +74,12 @@ def run_loop(
             summary.skipped.append(f"{tick - start:.0f} s: {exc}")
         else:
             last_good = f if not f.note else last_good
-            _decide(spec_path, f, backend, record, quantile, policy, summary, clock=clock, sleep=sleep)
+            try:
+                _decide(spec_path, f, backend, record, quantile, policy, summary, clock=clock, sleep=sleep)
+            except ClusterError as exc:  # the cluster could not be read, or another writer holds it
+                summary.failed_reconciles += 1
+                log.warning("no decision applied at %.0f s: %s", tick - start, exc)
+                summary.skipped.append(f"{tick - start:.0f} s: {exc}")
         tick += adaptation.spacing_s
         if tick - start >= duration_s:
             return summary
@@ -93,7 +100,7 @@ def _decide(spec_path, f: Forecast, backend, record, quantile, policy, summary: 
     result = reconcile_step(spec_path, out["plan"], backend, **waits) if changed else None
     if result is not None and not result["ok"]:
         summary.failed_reconciles += 1
-        log.warning("reconcile did not complete: %s", [(o["stage"], o["status"]) for o in result["stages"]])
+        log.warning("reconcile did not complete: %s", ReconcileResult.from_dict(result).summary())
     record(decision(spec_path, f.to_dict(), out["plan"], previous, result, reason=out["reason"]))
     summary.decisions += 1
     summary.changes += changed

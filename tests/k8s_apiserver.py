@@ -1,10 +1,13 @@
 """An in-process Kubernetes API server for tests: enough of apps/v1 Deployments for the real `kubernetes`
 client to talk to over HTTP.
 
-Supports get, list (label selectors), create, server-side apply (field managers, conflicts, force),
-strategic-merge and merge patches, resourceVersion and generation, 404/409/422, dryRun=All, validation of
-every stored body against the official schema (kubernetes-validate), a rollout status that completes a
-set time after each spec change on an injected clock (or never, for held names), and injected failures.
+Supports get, list (label selectors), create, delete (uid preconditions), server-side apply (field
+managers, conflicts, force), strategic-merge and merge patches, resourceVersion and generation,
+404/409/422, dryRun=All, namespaces that do not exist, coordination.k8s.io/v1 Leases (get, create,
+replace with resourceVersion preconditions), validation of every stored body against the official
+schema (kubernetes-validate), a rollout status that completes a set time after each spec change on an
+injected clock (or never, for held names), and injected faults: an error status, an answer that never
+comes, a dropped connection, and the server dying (connections refused from then on).
 
 Simplifications, on purpose: ownership is tracked per leaf field; fields a manager stops applying are not
 removed; lists of objects merge by their `name` key.
@@ -26,6 +29,8 @@ import kubernetes_validate
 import yaml
 
 PATH = re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments(?:/(?P<name>[^/]+))?$")
+LEASES = re.compile(r"^/apis/coordination.k8s.io/v1/namespaces/(?P<ns>[^/]+)/leases(?:/(?P<name>[^/]+))?$")
+HANG, DROP, DIE = "hang", "drop", "die"
 
 
 def _status(code: int, reason: str, message: str, causes: list | None = None) -> dict:
@@ -96,8 +101,15 @@ class FakeApiServer:
         self.objects: dict[tuple[str, str], dict] = {}
         self.owners: dict[tuple[str, str], dict[tuple, str]] = {}
         self.changed_at: dict[tuple[str, str], float] = {}
-        self.faults: list[tuple[str, int, dict | None]] = []
+        self.faults: list[tuple[str, int, dict | None, str]] = []  # (method, code, body, path part)
+        # Called with (method, path, query) before each request: None, HANG, DROP, DIE or (code, body).
+        self.hooks: list = []
+        self.namespaces: set[str] | None = None  # None: every namespace exists
+        self.leases: dict[tuple[str, str], dict] = {}
+        self.dead = False
+        self._released = threading.Event()
         self.requests: list[tuple[str, str, str]] = []  # (method, path, content type)
+        self.writes: list[tuple[str, str]] = []  # (method, path) of requests that were not dry runs
         self._rv = itertools.count(1)
         self._lock = threading.Lock()
         server = self
@@ -117,9 +129,20 @@ class FakeApiServer:
                 url = urllib.parse.urlparse(self.path)
                 query = dict(urllib.parse.parse_qsl(url.query))
                 ctype = self.headers.get("Content-Type", "")
+                action = server._hook(method, url.path, query)
+                if action == HANG:  # an API server that accepts the request and never answers
+                    server._released.wait()
+                    return
+                if action in (DROP, DIE):  # the connection closes without an answer
+                    self.close_connection = True
+                    if action == DIE:
+                        server.die()
+                    return
                 with server._lock:
                     server.requests.append((method, url.path, ctype))
-                    code, body = server.handle(method, url.path, query, ctype, raw)
+                    if method != "GET" and query.get("dryRun") != "All":
+                        server.writes.append((method, url.path))
+                    code, body = action if action else server.handle(method, url.path, query, ctype, raw)
                 self._send(code, body)
 
             def do_GET(self):
@@ -131,32 +154,81 @@ class FakeApiServer:
             def do_PATCH(self):
                 self._handle("PATCH")
 
+            def do_PUT(self):
+                self._handle("PUT")
+
+            def do_DELETE(self):
+                self._handle("DELETE")
+
             def log_message(self, *args):
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._handler = Handler
+        self._serve(0)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def _serve(self, port: int) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+        self.dead = False
+
+    def revive(self) -> None:
+        """Serve again on the same port, with everything stored before the server died."""
+        self._serve(int(self.url.rsplit(":", 1)[1]))
 
     def close(self) -> None:
-        self.httpd.shutdown()
+        self._released.set()
+        self.die()
 
-    def fail_next(self, method: str, code: int, body: dict | None = None, times: int = 1) -> None:
-        self.faults += [(method, code, body)] * times
+    def die(self) -> None:
+        """Stop serving: from now on connections are refused."""
+        if not self.dead:
+            self.dead = True
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+    def fail_next(
+        self, method: str, code: int, body: dict | None = None, times: int = 1, path: str = ""
+    ) -> None:
+        """The next `times` requests of `method` (whose path contains `path`) are answered `code`."""
+        self.faults += [(method, code, body, path)] * times
+
+    def _hook(self, method, path, query):
+        for hook in list(self.hooks):
+            action = hook(method, path, query)
+            if action is not None:
+                return action
+        return None
 
     # ---- request handling (under the lock) ----------------------------------------------------------
     def handle(self, method, path, query, ctype, raw) -> tuple[int, dict]:
-        for i, (m, code, body) in enumerate(self.faults):
-            if m == method:
+        for i, (m, code, body, part) in enumerate(self.faults):
+            if m == method and part in path:
                 del self.faults[i]
+                reason = {
+                    403: "Forbidden",
+                    404: "NotFound",
+                    409: "Conflict",
+                    422: "Invalid",
+                    429: "TooManyRequests",
+                }
                 return code, body or _status(
-                    code, "InternalError" if code >= 500 else "Conflict", f"injected {code}"
+                    code,
+                    "InternalError" if code >= 500 else reason.get(code, "BadRequest"),
+                    f"injected {code}",
                 )
+        lease = LEASES.match(path)
+        if lease:
+            return self._lease(method, lease["ns"], lease["name"], raw)
         match = PATH.match(path)
         if not match:
             return 404, _status(404, "NotFound", f"no route {path}")
         ns, name = match["ns"], match["name"]
+        if method != "GET" and self.namespaces is not None and ns not in self.namespaces:
+            return 404, _status(404, "NotFound", f'namespaces "{ns}" not found')
+        if method == "DELETE":
+            return self._delete(ns, name, raw)
         if method == "GET" and name is None:
             return 200, self._list(ns, query.get("labelSelector", ""))
         if method == "GET":
@@ -192,6 +264,53 @@ class FakeApiServer:
                 return 404, _status(404, "NotFound", f'deployments.apps "{name}" not found')
             return self._store(key, current, body, manager or "kubectl-edit", dry)
         return 405, _status(405, "MethodNotAllowed", method)
+
+    def _delete(self, ns, name, raw) -> tuple[int, dict]:
+        key = (ns, name)
+        current = self.objects.get(key)
+        if current is None:
+            return 404, _status(404, "NotFound", f'deployments.apps "{name}" not found')
+        want = ((json.loads(raw) if raw else {}).get("preconditions") or {}).get("uid")
+        if want and want != current["metadata"]["uid"]:
+            return 409, _status(409, "Conflict", f"Precondition failed: UID in precondition: {want}")
+        del self.objects[key]
+        self.owners.pop(key, None)
+        self.changed_at.pop(key, None)
+        return 200, _status(200, "Success", "deleted") | {"status": "Success"}
+
+    def _lease(self, method, ns, name, raw) -> tuple[int, dict]:
+        key = (ns, name)
+        current = self.leases.get(key)
+        if method == "GET" and name:
+            if current is None:
+                return 404, _status(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found')
+            return 200, copy.deepcopy(current)
+        body = json.loads(raw) if raw else {}
+        if method == "POST":
+            key = (ns, body.get("metadata", {}).get("name", ""))
+            if key in self.leases:
+                return 409, _status(409, "AlreadyExists", f'leases "{key[1]}" already exists')
+        elif method == "PUT":
+            if current is None:
+                return 404, _status(404, "NotFound", f'leases.coordination.k8s.io "{name}" not found')
+            if body.get("metadata", {}).get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                return 409, _status(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on leases "{name}": the object has been modified',
+                )
+        else:
+            return 405, _status(405, "MethodNotAllowed", method)
+        meta = body.setdefault("metadata", {})
+        meta.pop("resourceVersion", None)
+        try:
+            kubernetes_validate.validate(body, kubernetes_validate.latest_version(), strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            return 422, _status(422, "Invalid", f"Lease is invalid: {exc.message}")
+        meta["namespace"] = ns
+        meta["resourceVersion"] = str(next(self._rv))
+        self.leases[key] = body
+        return (201 if method == "POST" else 200), copy.deepcopy(body)
 
     def _conflicts(self, key, body, manager) -> list[dict]:
         current = self.objects.get(key)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -13,6 +17,14 @@ class ClusterError(RuntimeError):
 
 class FieldConflict(ClusterError):
     """Another field manager owns a field we would set (e.g. an HPA owns spec.replicas)."""
+
+
+class ClusterUnreachable(ClusterError):
+    """No answer (connection refused or reset, timeout): a write may or may not have landed."""
+
+
+class ClusterBusy(ClusterError):
+    """Another writer holds the pipeline's lock; nothing was applied."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,17 @@ class RolloutStatus:
         )
 
 
+def writer_identity() -> str:
+    """Who holds a pipeline's lock, readable in the error a second writer gets: host, pid, a nonce."""
+    return f"{socket.gethostname()}/pid-{os.getpid()}/{uuid.uuid4().hex[:8]}"
+
+
+class WriterLock(Protocol):
+    def renew(self) -> None:
+        """Keep the lock while a long rollout is waited for; raises ClusterBusy if it was lost."""
+        ...
+
+
 class ClusterBackend(Protocol):
     def get(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
@@ -50,4 +73,20 @@ class ClusterBackend(Protocol):
         self, manifest: dict[str, Any], *, dry_run: bool = False, force: bool = False
     ) -> dict[str, Any]:
         """Server-side apply of our fields; returns the object as the server has it."""
+        ...
+
+    def delete(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+        """Delete a Deployment (only the object with `uid`, when given); absent is not an error."""
+        ...
+
+    def writer_lock(
+        self,
+        namespace: str,
+        pipeline: str,
+        *,
+        holder: str,
+        wait_s: float,
+        clock: Callable[[], float] | None = None,
+    ) -> AbstractContextManager[WriterLock]:
+        """One writer per pipeline: wait up to `wait_s` for another holder, then raise ClusterBusy."""
         ...

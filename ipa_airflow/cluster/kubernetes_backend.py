@@ -1,21 +1,31 @@
 """The Kubernetes backend: the official client, server-side apply under our own field manager.
 
-Transient failures (429, 5xx, connection errors, optimistic-lock 409s) are retried with exponential
-backoff; a 409 that names fields another manager owns is reported as FieldConflict, not forced, unless
-the spec asks for it.
+Every request has a timeout, so an API server that accepts the connection and never answers is a
+failure, not a hang. Transient failures (429, 5xx, timeouts, connection errors, optimistic-lock 409s)
+are retried with exponential backoff; a 409 that names fields another manager owns is reported as
+FieldConflict, not forced, unless the spec asks for it. One writer per pipeline: a coordination.k8s.io
+Lease named after the pipeline, as Kubernetes' own controllers elect a leader.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from .backends import ClusterError, FieldConflict
+from .backends import ClusterBusy, ClusterError, ClusterUnreachable, FieldConflict
 from .desired import FIELD_MANAGER
 
 RETRY_STATUS = {409, 429, 500, 502, 503, 504}
+LEASE_DURATION_S = 60
+MICROTIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+class _Stale(Exception):
+    """A write raced another writer (409 on a resourceVersion precondition): read again and decide."""
 
 
 class KubernetesBackend:
@@ -26,12 +36,19 @@ class KubernetesBackend:
         attempts: int = 5,
         backoff_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        request_timeout_s: tuple[float, float] = (5.0, 15.0),
+        wall: Callable[[], float] = time.time,
+        lease_duration_s: int = LEASE_DURATION_S,
     ):
         self._api_client = api_client
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.sleep = sleep
+        self.request_timeout_s = request_timeout_s  # (connect, read) for every request
+        self.wall = wall
+        self.lease_duration_s = lease_duration_s
         self._apps = None
+        self._coordination = None
 
     @classmethod
     def from_config(
@@ -47,8 +64,12 @@ class KubernetesBackend:
             else:
                 config.load_incluster_config()
                 cfg = client.Configuration.get_default_copy()
-        except (config.ConfigException, OSError) as exc:
-            raise ClusterError(f"no usable Kubernetes credentials: {exc}") from None
+        except Exception as exc:  # the loader raises whatever the YAML held: say which file, not where
+            where = kubeconfig or "the default kubeconfig (~/.kube/config or KUBECONFIG)"
+            raise ClusterError(
+                f"no usable Kubernetes credentials in {where}: {type(exc).__name__}: {exc}. "
+                "Point --kubeconfig at a kubeconfig file (kubectl config view --raw shows yours)."
+            ) from None
         return cls(client.ApiClient(cfg), **kwargs)
 
     @property
@@ -59,30 +80,51 @@ class KubernetesBackend:
             self._apps = client.AppsV1Api(self._api_client)
         return self._apps
 
-    def _call(self, what: str, fn, *args, **kwargs):
+    @property
+    def coordination(self):
+        if self._coordination is None:
+            from kubernetes import client
+
+            self._coordination = client.CoordinationV1Api(self._api_client)
+        return self._coordination
+
+    def _call(self, what: str, fn, *args, missing_ok: bool = False, stale_ok: bool = False, **kwargs):
+        """One API call with timeouts and retries. 404 -> None when `missing_ok`, else an error that says
+        what is missing; 409 -> _Stale when `stale_ok` (the caller re-reads)."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
+        kwargs["_request_timeout"] = self.request_timeout_s
         delay = self.backoff_s
         for attempt in range(1, self.attempts + 1):
             try:
                 return fn(*args, **kwargs)
             except ApiException as exc:
                 if exc.status == 404:
-                    return None
+                    if missing_ok:
+                        return None
+                    raise ClusterError(
+                        f"{what}: the API server answered 404 Not Found: {_message(exc)}. "
+                        "Check that the spec's namespace exists (docker/k8s/namespace.yaml)."
+                    ) from None
                 conflict = _field_conflicts(exc)
                 if conflict:
                     raise FieldConflict(
                         f"{what}: {conflict}. Another field manager owns these fields; set "
                         "deployment.force_conflicts to take them over."
                     ) from None
+                if exc.status == 409 and stale_ok:
+                    raise _Stale(_message(exc)) from None
                 if exc.status not in RETRY_STATUS or attempt == self.attempts:
                     raise ClusterError(
                         f"{what}: the API server answered {exc.status} {exc.reason}: {_message(exc)}"
                     ) from None
             except (HTTPError, OSError) as exc:
                 if attempt == self.attempts:
-                    raise ClusterError(f"{what}: cannot reach the Kubernetes API ({exc})") from None
+                    raise ClusterUnreachable(
+                        f"{what}: cannot reach the Kubernetes API after {self.attempts} attempts "
+                        f"(each with a {self.request_timeout_s[1]:g} s timeout): {exc}"
+                    ) from None
             self.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
@@ -93,9 +135,10 @@ class KubernetesBackend:
             self.apps.read_namespaced_deployment,
             name,
             namespace,
+            missing_ok=True,
             _preload_content=False,
         )
-        return None if obj is None else json.loads(obj.data)
+        return None if obj is None else _json(obj, f"deployment {namespace}/{name}")
 
     def apply(
         self, manifest: dict[str, Any], *, dry_run: bool = False, force: bool = False
@@ -109,15 +152,165 @@ class KubernetesBackend:
         }
         if dry_run:
             kwargs["dry_run"] = "All"
+        what = f"apply deployment {meta['namespace']}/{meta['name']}"
         resp = self._call(
-            f"apply deployment {meta['namespace']}/{meta['name']}",
-            self.apps.patch_namespaced_deployment,
-            meta["name"],
-            meta["namespace"],
-            manifest,
-            **kwargs,
+            what, self.apps.patch_namespaced_deployment, meta["name"], meta["namespace"], manifest, **kwargs
         )
-        return json.loads(resp.data)
+        return _json(resp, what)
+
+    def delete(self, namespace: str, name: str, *, uid: str | None = None) -> None:
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self._call(
+                f"delete deployment {namespace}/{name}",
+                self.apps.delete_namespaced_deployment,
+                name,
+                namespace,
+                body=body,
+                missing_ok=True,
+                stale_ok=True,
+                _preload_content=False,
+            )
+        except _Stale:
+            raise ClusterError(
+                f"deployment {namespace}/{name} was replaced by someone else (uid changed): not deleted"
+            ) from None
+
+    # ---- one writer per pipeline ------------------------------------------------------------------------
+    @contextmanager
+    def writer_lock(
+        self,
+        namespace: str,
+        pipeline: str,
+        *,
+        holder: str,
+        wait_s: float,
+        poll_s: float = 1.0,
+        clock: Callable[[], float] | None = None,
+    ) -> Iterator[_Lease]:
+        lease = _Lease(self, namespace, f"ipa-{pipeline}", holder)
+        lease.acquire(wait_s, poll_s, clock or self.wall)
+        try:
+            yield lease
+        finally:
+            lease.release()
+
+
+class _Lease:
+    """A coordination.k8s.io/v1 Lease held while one reconcile runs. Expiry is judged on the lease's
+    renewTime against this machine's clock plus leaseDurationSeconds; a holder that dies frees it then."""
+
+    def __init__(self, backend: KubernetesBackend, namespace: str, name: str, holder: str):
+        self.b, self.namespace, self.name, self.holder = backend, namespace, name, holder
+        self.resource_version: str | None = None
+        self.renewed_at = 0.0
+
+    def _read(self) -> dict[str, Any] | None:
+        obj = self.b._call(
+            f"read lease {self.namespace}/{self.name}",
+            self.b.coordination.read_namespaced_lease,
+            self.name,
+            self.namespace,
+            missing_ok=True,
+            _preload_content=False,
+        )
+        return None if obj is None else _json(obj, f"lease {self.namespace}/{self.name}")
+
+    def _body(self, current: dict[str, Any] | None, holder: str, duration: int) -> dict[str, Any]:
+        now = dt.datetime.fromtimestamp(self.b.wall(), dt.UTC).strftime(MICROTIME)
+        spec = dict((current or {}).get("spec") or {})
+        taking = spec.get("holderIdentity") != holder
+        spec.update(holderIdentity=holder, leaseDurationSeconds=duration, renewTime=now)
+        if taking:
+            spec["acquireTime"] = now
+            spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if current else 0)
+        meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
+        meta["labels"] = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
+        if current is not None:
+            meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
+
+    def _write(self, current: dict[str, Any] | None, holder: str, duration: int) -> None:
+        body = self._body(current, holder, duration)
+        what = f"write lease {self.namespace}/{self.name}"
+        if current is None:
+            fn, args = self.b.coordination.create_namespaced_lease, (self.namespace, body)
+        else:
+            fn, args = self.b.coordination.replace_namespaced_lease, (self.name, self.namespace, body)
+        written = self.b._call(what, fn, *args, stale_ok=True, _preload_content=False)
+        self.resource_version = _json(written, what)["metadata"]["resourceVersion"]
+        self.renewed_at = self.b.wall()
+
+    def _held_by_other(self, current: dict[str, Any] | None) -> str | None:
+        spec = (current or {}).get("spec") or {}
+        other = spec.get("holderIdentity")
+        if not other or other == self.holder:
+            return None
+        try:
+            renewed = dt.datetime.strptime(spec["renewTime"], MICROTIME).replace(tzinfo=dt.UTC).timestamp()
+            expires = renewed + float(spec["leaseDurationSeconds"])
+        except (KeyError, TypeError, ValueError):
+            return None  # a lease nobody can interpret is nobody's
+        left = expires - self.b.wall()
+        return (
+            f"{other} (renewed {self.b.wall() - renewed:.0f} s ago, expires in {left:.0f} s)"
+            if left > 0
+            else None
+        )
+
+    def acquire(self, wait_s: float, poll_s: float, clock: Callable[[], float]) -> None:
+        deadline = clock() + wait_s
+        while True:
+            current = self._read()
+            other = self._held_by_other(current)
+            if other is None:
+                try:
+                    self._write(current, self.holder, self.b.lease_duration_s)
+                    return
+                except _Stale:
+                    continue  # another writer got there first: read who, then wait or give up
+            if clock() >= deadline:
+                raise ClusterBusy(
+                    f"pipeline lease {self.namespace}/{self.name} is held by {other}; waited {wait_s:g} s. "
+                    "Another reconcile of this pipeline is running: let it finish, or wait for the lease "
+                    "to expire if its writer died."
+                )
+            self.b.sleep(poll_s)
+
+    def renew(self) -> None:
+        """Renew when a third of the lease has passed; raise ClusterBusy if another writer took it."""
+        if self.b.wall() - self.renewed_at < self.b.lease_duration_s / 3:
+            return
+        current = self._read()
+        if current is None or (current.get("spec") or {}).get("holderIdentity") != self.holder:
+            raise ClusterBusy(f"lost the pipeline lease {self.namespace}/{self.name} to another writer")
+        try:
+            self._write(current, self.holder, self.b.lease_duration_s)
+        except _Stale:
+            raise ClusterBusy(
+                f"lost the pipeline lease {self.namespace}/{self.name} to another writer"
+            ) from None
+
+    def release(self) -> None:
+        """Best effort: on failure the lease simply expires."""
+        try:
+            current = self._read()
+            if current is not None and (current.get("spec") or {}).get("holderIdentity") == self.holder:
+                self._write(current, "", 1)
+        except (ClusterError, _Stale):
+            pass
+
+
+def _json(resp, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(resp.data)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ClusterError(f"{what}: the API server's answer is not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise ClusterError(f"{what}: the API server's answer is not a JSON object")
+    return obj
 
 
 def _in_cluster() -> bool:
@@ -129,7 +322,7 @@ def _in_cluster() -> bool:
 def _message(exc) -> str:
     try:
         return json.loads(exc.body).get("message", "")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         return str(exc.body)[:300]
 
 
@@ -139,6 +332,8 @@ def _field_conflicts(exc) -> str:
     try:
         body = json.loads(exc.body)
     except (TypeError, ValueError):
+        return ""
+    if not isinstance(body, dict):
         return ""
     causes = (body.get("details") or {}).get("causes") or []
     fields = [

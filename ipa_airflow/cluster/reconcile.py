@@ -1,24 +1,45 @@
-"""The reconciler: compute desired state, diff it against the cluster, apply it in an order that never
-dips capacity, wait for rollouts, and roll back what does not become available in time.
+"""The reconciler: compute desired state, diff it against the cluster, and apply it as a transaction that
+never dips capacity and never leaves a pipeline half on one plan and half on another.
 
-Order: stages that are created, switch variant, scale up or otherwise change are applied first and waited
-for; only when all are available do stages scale down. If one rollout misses its deadline, every stage
-this run changed is restored to what it was, and nothing is scaled down.
+1. One writer per pipeline: the backend's writer lock (a Lease on Kubernetes, a file lock for the
+   simulated cluster). A second writer waits, then says who holds it.
+2. Preflight: every change is sent as a server-side dry run first, so what the API server refuses
+   (schema, admission, quota, a missing namespace, another manager's fields) changes nothing.
+3. Stages that are created, switch variant, scale up or otherwise change are applied first and waited
+   for; only when all are available do stages scale down.
+4. Any failure after the first write (an API error, no answer, a rollout past its deadline, a
+   Deployment deleted by someone else, the lock lost) rolls back every stage this run touched: restored
+   to what it was, or deleted when this run created it. The result names the failure that caused it
+   and, per stage, which plan it is on now: the new one, the old one, or unknown when the rollback
+   itself could not reach the cluster. The next run reads what runs and converges from there.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..plans import Plan
 from ..spec import PipelineSpec
-from .backends import ClusterBackend, ClusterError, FieldConflict, RolloutStatus
-from .desired import desired_state
+from .backends import (
+    ClusterBackend,
+    ClusterError,
+    ClusterUnreachable,
+    FieldConflict,
+    RolloutStatus,
+    WriterLock,
+    writer_identity,
+)
+from .desired import ANN_PLAN, desired_state
 from .diff import CREATE, UNCHANGED, StageChange, diff
+
+OK_STATUSES = ("unchanged", "dry-run", "applied")
+# Which plan a stage is on after the run: both (it did not need to change), new, old, or unknown.
+ON_BOTH, ON_NEW, ON_OLD, ON_UNKNOWN = "both", "new", "old", "unknown"
 
 
 class GuardrailError(ValueError):
@@ -30,9 +51,11 @@ class StageOutcome:
     stage: str
     name: str
     action: str
-    status: str  # unchanged | dry-run | applied | rolled-back | failed | conflict | skipped
+    # unchanged | dry-run | applied | rolled-back | failed | conflict | skipped | rollback-failed
+    status: str
     message: str = ""
     changes: dict[str, Any] = field(default_factory=dict)
+    on: str = ON_BOTH
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,9 +63,22 @@ class StageOutcome:
             "name": self.name,
             "action": self.action,
             "status": self.status,
+            "on": self.on,
             "message": self.message,
             "changes": self.changes,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> StageOutcome:
+        return cls(
+            d["stage"],
+            d["name"],
+            d["action"],
+            d["status"],
+            d.get("message", ""),
+            dict(d.get("changes") or {}),
+            d.get("on", ON_BOTH),
+        )
 
 
 @dataclass(frozen=True)
@@ -51,14 +87,21 @@ class ReconcileResult:
     plan_id: str
     dry_run: bool
     outcomes: tuple[StageOutcome, ...]
+    cause: str = ""  # the first failure, when the run did not complete
 
     @property
     def ok(self) -> bool:
-        return all(o.status in ("unchanged", "dry-run", "applied") for o in self.outcomes)
+        return all(o.status in OK_STATUSES for o in self.outcomes)
 
     @property
     def changed(self) -> bool:
         return any(o.status == "applied" for o in self.outcomes)
+
+    @property
+    def consistent(self) -> bool:
+        """Every stage on the same plan: all on the new one, or all back on the old one."""
+        on = {o.on for o in self.outcomes} - {ON_BOTH}
+        return on in (set(), {ON_NEW}, {ON_OLD})
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,8 +110,35 @@ class ReconcileResult:
             "dry_run": self.dry_run,
             "ok": self.ok,
             "changed": self.changed,
+            "consistent": self.consistent,
+            "cause": self.cause,
             "stages": [o.to_dict() for o in self.outcomes],
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ReconcileResult:
+        return cls(
+            d["pipeline"],
+            d["plan_id"],
+            bool(d["dry_run"]),
+            tuple(StageOutcome.from_dict(o) for o in d["stages"]),
+            d.get("cause", ""),
+        )
+
+    def summary(self) -> str:
+        """One line for a log or an error: what failed, and where every stage is now."""
+        if self.ok:
+            return f"plan {self.plan_id} {'previewed' if self.dry_run else 'running'}"
+        unknown = [o.stage for o in self.outcomes if o.on == ON_UNKNOWN]
+        where = (
+            f"stages {unknown} are in an unknown state (the rollback could not reach the cluster); "
+            "the next reconcile converges them"
+            if unknown
+            else "every stage is on its previous plan"
+            if self.consistent
+            else "stages are on different plans"
+        )
+        return f"plan {self.plan_id} not applied: {self.cause}; {where}"
 
 
 def check_guardrails(plan: Plan, spec: PipelineSpec) -> None:
@@ -114,98 +184,179 @@ def reconcile(
     sleep: Callable[[float], None] = time.sleep,
     poll_s: float = 2.0,
     base: Path | None = None,
+    holder: str | None = None,
+    lock_wait_s: float = 30.0,
 ) -> ReconcileResult:
+    if not (math.isfinite(lock_wait_s) and lock_wait_s >= 0):
+        raise ValueError(f"lock wait must be a finite number of seconds >= 0, not {lock_wait_s!r}")
     check_guardrails(plan, spec)
-    manifests = desired_state(plan, spec, base=base)  # invalid templates fail here, before any apply
-    by_name = {m["metadata"]["name"]: m for m in manifests}
-    observed = {name: backend.get(spec.namespace, name) for name in by_name}
-    changes = diff(manifests, observed)
-    force = spec.deployment.force_conflicts
-    outcomes: dict[str, StageOutcome] = {}
+    manifests = desired_state(plan, spec, base=base)  # invalid templates fail here, before any request
+    run = _Run(plan, spec, backend, manifests, clock, sleep, poll_s)
+    if dry_run:  # writes nothing, so takes no lock
+        return run.preview()
+    with backend.writer_lock(
+        spec.namespace, spec.name, holder=holder or writer_identity(), wait_s=lock_wait_s, clock=clock
+    ) as lock:
+        return run.apply(lock)
 
-    def record(c: StageChange, status: str, message: str = "") -> None:
-        outcomes[c.name] = StageOutcome(
-            c.stage, c.name, c.action, status, message, {k: [b, a] for k, (b, a) in c.changes.items()}
+
+class _Run:
+    """One reconcile: what was observed, what this run wrote, and each stage's outcome."""
+
+    def __init__(self, plan, spec, backend, manifests, clock, sleep, poll_s):
+        self.plan, self.spec, self.backend = plan, spec, backend
+        self.clock, self.sleep, self.poll_s = clock, sleep, poll_s
+        self.by_name = {m["metadata"]["name"]: m for m in manifests}
+        self.manifests = manifests
+        self.force = spec.deployment.force_conflicts
+        self.outcomes: dict[str, StageOutcome] = {}
+        self.cause = ""
+        self.touched: list[StageChange] = []  # written, or maybe written (no answer), in order
+        self.landed: set[str] = set()  # names whose write the server confirmed
+        self.created_uid: dict[str, str] = {}
+
+    def _observe(self) -> None:
+        ns = self.spec.namespace
+        self.observed = {name: self.backend.get(ns, name) for name in self.by_name}
+        self.changes = diff(self.manifests, self.observed)
+        for c in self.changes:
+            if c.action == UNCHANGED:
+                self._record(c, "unchanged", on=ON_BOTH)
+        self.pending = [c for c in self.changes if c.action != UNCHANGED]
+
+    def _record(self, c: StageChange, status: str, message: str = "", *, on: str) -> None:
+        self.outcomes[c.name] = StageOutcome(
+            c.stage, c.name, c.action, status, message, {k: [b, a] for k, (b, a) in c.changes.items()}, on
         )
 
-    for c in changes:
-        if c.action == UNCHANGED:
-            record(c, "unchanged")
-    pending = [c for c in changes if c.action != UNCHANGED]
-    if dry_run:
-        for c in pending:
-            backend.apply(
-                by_name[c.name], dry_run=True, force=force
-            )  # the server validates, nothing persists
-            record(c, "dry-run", c.describe())
-        return _result(plan, spec, True, changes, outcomes)
+    def _fail(
+        self, c: StageChange | None, exc_or_text: Exception | str, *, status: str = "failed", prefix: str = ""
+    ) -> None:
+        text = prefix + str(exc_or_text)
+        if c is not None and status:
+            self._record(c, "conflict" if isinstance(exc_or_text, FieldConflict) else status, text, on=ON_OLD)
+        if not self.cause:
+            self.cause = text
 
-    first = [c for c in pending if c.adds_capacity]
-    later = [c for c in pending if not c.adds_capacity]
-    applied: list[StageChange] = []
-    failure = ""
-    for c in first:
-        try:
-            backend.apply(by_name[c.name], force=force)
-        except FieldConflict as exc:
-            record(c, "conflict", str(exc))
-            failure = str(exc)
-            break
-        except ClusterError as exc:
-            record(c, "failed", str(exc))
-            failure = str(exc)
-            break
-        applied.append(c)
-    if not failure:
-        deadline = clock() + spec.deployment.rollout_deadline_s
-        for c in applied:
-            if not _wait(backend, spec.namespace, c.name, deadline, clock, sleep, poll_s):
-                failure = (
-                    f"rollout of {c.name} did not become available within "
-                    f"{spec.deployment.rollout_deadline_s:g} s"
-                )
-                record(c, "failed", failure)
-                break
-    if failure:
-        for c in applied:
-            before = observed[c.name]
-            if before is None:
-                if c.name not in outcomes:
-                    record(
-                        c,
-                        "failed",
-                        f"created, but the plan was abandoned: {failure}; it has no earlier state",
-                    )
+    def _result(self, dry_run: bool) -> ReconcileResult:
+        return ReconcileResult(
+            self.plan.pipeline,
+            self.plan.plan_id,
+            dry_run,
+            tuple(self.outcomes[c.name] for c in self.changes),
+            self.cause,
+        )
+
+    def preview(self) -> ReconcileResult:
+        self._observe()
+        for c in self.pending:
+            try:
+                self.backend.apply(self.by_name[c.name], dry_run=True, force=self.force)
+            except ClusterError as exc:
+                self._fail(c, exc)
                 continue
-            backend.apply(_restorable(before), force=True)
-            record(c, "rolled-back", f"restored {c.name} to its previous state: {failure}")
-        for c in pending:
-            if c.name not in outcomes:
-                record(c, "skipped", f"not applied: {failure}")
-        return _result(plan, spec, False, changes, outcomes)
-    for c in applied:
-        record(c, "applied", c.describe())
-    for c in later:
-        try:
-            backend.apply(by_name[c.name], force=force)
-            record(c, "applied", c.describe())
-        except ClusterError as exc:
-            record(c, "conflict" if isinstance(exc, FieldConflict) else "failed", str(exc))
-    return _result(plan, spec, False, changes, outcomes)
+            self._record(c, "dry-run", c.describe(), on=ON_OLD)
+        return self._result(True)
 
+    def apply(self, lock: WriterLock) -> ReconcileResult:
+        self._observe()  # a failure here has written nothing: it propagates as the ClusterError it is
+        if self._preflight() and self._write([c for c in self.pending if c.adds_capacity]):
+            if self._wait_all(lock):
+                self._write([c for c in self.pending if not c.adds_capacity])
+        if self.cause:
+            self._roll_back()
+        for c in self.pending:
+            if c.name not in self.outcomes:
+                self._record(c, "skipped", f"not applied: {self.cause}", on=ON_OLD)
+        return self._result(False)
 
-def _wait(backend, namespace, name, deadline, clock, sleep, poll_s) -> bool:
-    while True:
-        obj = backend.get(namespace, name)
-        if obj is not None and RolloutStatus.of(obj).complete:
-            return True
-        if clock() >= deadline:
-            return False
-        sleep(poll_s)
+    def _preflight(self) -> bool:
+        """Server-side dry runs of every change: what the server refuses changes nothing."""
+        for c in self.pending:
+            try:
+                self.backend.apply(self.by_name[c.name], dry_run=True, force=self.force)
+            except ClusterError as exc:
+                self._fail(c, exc, prefix="refused before anything was written: ")
+                return False
+        return True
 
+    def _write(self, changes: list[StageChange]) -> bool:
+        for c in changes:
+            self.touched.append(c)
+            try:
+                obj = self.backend.apply(self.by_name[c.name], force=self.force)
+            except ClusterUnreachable as exc:  # it may have landed: the rollback restores it either way
+                self._fail(c, exc, status="")
+                return False
+            except ClusterError as exc:
+                self.touched.pop()
+                self._fail(c, exc)
+                return False
+            self.landed.add(c.name)
+            if c.action == CREATE and obj.get("metadata", {}).get("uid"):
+                self.created_uid[c.name] = obj["metadata"]["uid"]
+            self._record(c, "applied", c.describe(), on=ON_NEW)
+        return True
 
-def _result(plan, spec, dry_run, changes, outcomes) -> ReconcileResult:
-    return ReconcileResult(plan.pipeline, plan.plan_id, dry_run, tuple(outcomes[c.name] for c in changes))
+    def _wait_all(self, lock: WriterLock) -> bool:
+        deadline = self.clock() + self.spec.deployment.rollout_deadline_s
+        for c in list(self.touched):
+            problem = self._wait(c, deadline, lock)
+            if problem:
+                self._fail(c, problem)
+                return False
+        return True
+
+    def _wait(self, c: StageChange, deadline: float, lock: WriterLock) -> str:
+        while True:
+            try:
+                lock.renew()
+                obj = self.backend.get(self.spec.namespace, c.name)
+            except ClusterError as exc:
+                return f"lost the cluster while waiting for the rollout of {c.name}: {exc}"
+            if obj is None:
+                return f"{c.name} was deleted by someone else during its rollout"
+            if RolloutStatus.of(obj).complete:
+                return ""
+            if self.clock() >= deadline:
+                return (
+                    f"rollout of {c.name} did not become available within "
+                    f"{self.spec.deployment.rollout_deadline_s:g} s"
+                )
+            self.sleep(self.poll_s)
+
+    def _roll_back(self) -> None:
+        """Every stage this run touched back to what it was, newest first; each failure is said per stage."""
+        for c in reversed(self.touched):
+            before = self.observed[c.name]
+            try:
+                if before is None:
+                    self._delete_created(c)
+                    done = f"deleted {c.name}, which this run created"
+                else:
+                    self.backend.apply(_restorable(before), force=True)
+                    done = f"restored {c.name} to its previous state"
+            except ClusterError as exc:
+                unknown = isinstance(exc, ClusterUnreachable) or c.name not in self.landed
+                self._record(
+                    c,
+                    "rollback-failed",
+                    f"could not be restored after '{self.cause}': {exc}",
+                    on=ON_UNKNOWN if unknown else ON_NEW,
+                )
+                continue
+            self._record(c, "rolled-back", f"{done} after: {self.cause}", on=ON_OLD)
+
+    def _delete_created(self, c: StageChange) -> None:
+        uid = self.created_uid.get(c.name)
+        if uid is None:  # the create got no answer: delete it only if it is ours, from this plan
+            obj = self.backend.get(self.spec.namespace, c.name)
+            if obj is None:
+                return
+            if (obj["metadata"].get("annotations") or {}).get(ANN_PLAN) != self.plan.plan_id:
+                raise ClusterError(f"{c.name} now holds another plan's Deployment: left as it is")
+            uid = obj["metadata"].get("uid")
+        self.backend.delete(self.spec.namespace, c.name, uid=uid)
 
 
 __all__ = ["CREATE", "GuardrailError", "ReconcileResult", "StageOutcome", "check_guardrails", "reconcile"]

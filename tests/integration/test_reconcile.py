@@ -58,7 +58,7 @@ class Cluster:
     def applied_names(self) -> list[str]:
         if self.kind == "simulated":
             return [name for _, name, dry in self.sim.applies if not dry]
-        return [p.rsplit("/", 1)[1] for m, p, _ in self.server.requests if m == "PATCH"]
+        return [p.rsplit("/", 1)[1] for m, p in self.server.writes if m == "PATCH" and "/deployments/" in p]
 
     def close(self):
         if self.kind != "simulated":

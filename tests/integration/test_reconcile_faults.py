@@ -1,0 +1,436 @@
+"""Fault injection: the real kubernetes client against the in-process API server, failing at every point of
+a reconcile. Each test asserts the invariant, not only that something failed: every stage ends on the old
+plan or the new one (or, when the rollback itself cannot reach the cluster, the result says which stages
+are unknown and the next run converges), the result names the failure that caused it, and one writer at
+a time."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+
+import pytest
+
+from ipa_airflow.cluster.backends import ClusterBusy, ClusterError
+from ipa_airflow.cluster.desired import desired_state
+from ipa_airflow.cluster.diff import _view
+from ipa_airflow.cluster.kubernetes_backend import KubernetesBackend
+from ipa_airflow.cluster.reconcile import ReconcileResult, reconcile
+from ipa_airflow.cluster.simulated import SimulatedBackend
+from ipa_airflow.optimizer import plan as make_plan
+from ipa_airflow.pipelines import load_pipeline
+from tests.conftest import PIPELINES
+from tests.k8s_apiserver import DIE, DROP, HANG, FakeApiServer
+
+NS = "default"
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.now += s
+
+
+@pytest.fixture(scope="module")
+def video():
+    return load_pipeline(PIPELINES / "video-gpu.yaml")
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def server(clock):
+    s = FakeApiServer(clock=clock, ready_after_s=5.0)
+    yield s
+    s.close()
+
+
+def _backend(server, clock, **kw) -> KubernetesBackend:
+    from kubernetes import client
+
+    cfg = client.Configuration()
+    cfg.host = server.url
+    kw.setdefault("request_timeout_s", (2.0, 0.5))
+    return KubernetesBackend(client.ApiClient(cfg), sleep=clock.sleep, backoff_s=0.1, wall=clock, **kw)
+
+
+def _plans(video):
+    """before: what runs; after: detect switches variant and adds a replica (applied first, waited for),
+    classify scales down (applied last)."""
+    base = make_plan(video.spec, video.profiles, 1000)
+    detect, classify = base.stages
+    before = replace(base, stages=(detect, replace(classify, replicas=3)))
+    after = replace(
+        base,
+        stages=(
+            replace(detect, variant="retinanet-r50", replicas=detect.replicas + 1),
+            replace(classify, replicas=2),
+        ),
+    )
+    return before, after
+
+
+def _go(plan, video, backend, clock, **kw):
+    return reconcile(plan, video.spec, backend, clock=clock, sleep=clock.sleep, poll_s=1.0, **kw)
+
+
+def _on(server, video, before, after) -> dict[str, str]:
+    """Which plan each stage's Deployment holds now: old, new, absent or neither."""
+    want = {
+        tag: {m["metadata"]["name"]: _view(m) for m in desired_state(p, video.spec)}
+        for tag, p in (("old", before), ("new", after))
+    }
+    out = {}
+    for name in want["old"]:
+        obj = server.objects.get((NS, name))
+        have = _view(obj) if obj else None
+        out[name] = next(
+            (t for t in ("old", "new") if want[t][name] == have), "absent" if obj is None else "neither"
+        )
+    return out
+
+
+def _deployment_writes(server) -> list:
+    return [w for w in server.writes if "/deployments" in w[1]]
+
+
+def _write_hook(server, nth: int, action, method: str = "PATCH"):
+    """Answer the nth write (not a dry run) of a Deployment with `action`, once."""
+    seen = {"n": 0}
+
+    def hook(m, path, query):
+        if m == method and "/deployments/" in path and query.get("dryRun") != "All":
+            seen["n"] += 1
+            if seen["n"] == nth:
+                return action
+        return None
+
+    server.hooks.append(hook)
+    return seen
+
+
+def _started(server, video, before, clock):
+    backend = _backend(server, clock)
+    assert _go(before, video, backend, clock).ok
+    clock.sleep(10)  # the first plan's rollout completes
+    return backend
+
+
+def _assert_rolled_back(result, server, video, before, after, cause: str):
+    assert not result.ok
+    assert result.consistent, result.to_dict()
+    assert cause in result.cause, result.cause
+    assert set(_on(server, video, before, after).values()) == {"old"}
+    assert {o.on for o in result.outcomes} <= {"old", "both"}
+    # What the operator reads: the cause and where the stages are.
+    assert "every stage is on its previous plan" in result.summary()
+
+
+# ---- an error status from the API at each write -----------------------------------------------------------
+@pytest.mark.parametrize("code", [429, 403, 409, 422, 500, 503])
+def test_an_error_on_the_second_write_rolls_back_the_first(video, server, clock, code):
+    before, after = _plans(video)
+    backend = _started(server, video, before, clock)
+    body = {"kind": "Status", "code": code, "message": f"injected {code}", "reason": "Injected"}
+    # Persistent: every retry of classify's write fails (409 without field causes is retried as optimistic).
+    server.hooks.append(
+        lambda m, p, q: (
+            (code, body) if m == "PATCH" and p.endswith("-classify") and q.get("dryRun") != "All" else None
+        )
+    )
+    result = _go(after, video, backend, clock)
+    _assert_rolled_back(result, server, video, before, after, str(code))
+    by = {o.stage: o for o in result.outcomes}
+    assert by["detect"].status == "rolled-back" and by["classify"].status == "failed"
+
+
+@pytest.mark.parametrize("code", [403, 422, 500])
+def test_an_error_on_the_first_write_changes_nothing(video, server, clock, code):
+    before, after = _plans(video)
+    backend = _started(server, video, before, clock)
+    _write_hook(server, 1, (code, {"kind": "Status", "code": code, "message": f"injected {code}"}))
+    server.hooks.append(
+        lambda m, p, q: (code, {"message": "still"}) if m == "PATCH" and q.get("dryRun") != "All" else None
+    )
+    result = _go(after, video, backend, clock)
+    _assert_rolled_back(result, server, video, before, after, str(code))
+
+
+def test_a_missing_namespace_is_refused_before_anything_is_written(video, server, clock):
+    before, _ = _plans(video)
+    server.namespaces = {"somewhere-else"}
+    result = _go(before, video, _backend(server, clock), clock)
+    assert not result.ok and "not found" in result.cause and "namespace" in result.cause
+    assert server.objects == {} and not _deployment_writes(server)
+    preview = _go(before, video, _backend(server, clock), clock, dry_run=True)
+    assert not preview.ok and "namespaces" in preview.cause
+
+
+def test_a_field_conflict_is_found_by_the_preflight_and_nothing_is_written(video, server, clock):
+    from kubernetes import client
+
+    before, after = _plans(video)
+    backend = _started(server, video, before, clock)
+    client.AppsV1Api(backend._api_client).patch_namespaced_deployment(
+        "video-gpu-classify", NS, {"spec": {"replicas": 7}}, field_manager="hpa-controller"
+    )
+    writes = len(_deployment_writes(server))
+    result = _go(after, video, backend, clock)
+    assert not result.ok and "hpa-controller" in result.cause and "refused before anything" in result.cause
+    assert len(_deployment_writes(server)) == writes  # the dry runs found it: not one write
+    assert {o.stage: o.status for o in result.outcomes} == {"detect": "skipped", "classify": "conflict"}
+
+
+# ---- no answer, a dropped connection, the server dying --------------------------------------------------
+def test_an_answer_that_never_comes_times_out_and_rolls_back(video, server, clock):
+    before, after = _plans(video)
+    backend = _started(server, video, before, clock)
+    backend.attempts = 2
+    seen = {"n": 0}
+
+    def hook(m, p, q):  # both attempts at classify's write hang; the restores after them are answered
+        if m == "PATCH" and "/deployments/" in p and q.get("dryRun") != "All":
+            seen["n"] += 1
+            return HANG if seen["n"] in (2, 3) else None
+        return None
+
+    server.hooks.append(hook)
+    result = _go(after, video, backend, clock)
+    # classify's write may or may not have landed: it is restored too.
+    _assert_rolled_back(result, server, video, before, after, "cannot reach the Kubernetes API")
+    assert {o.stage: o.status for o in result.outcomes} == {
+        "detect": "rolled-back",
+        "classify": "rolled-back",
+    }
+
+
+def test_dropped_connections_are_retried(video, server, clock):
+    before, _ = _plans(video)
+    _write_hook(server, 1, DROP)
+    result = _go(before, video, _backend(server, clock), clock)
+    assert result.ok and len(server.objects) == 2
+
+
+def _converges(server, video, backend, clock, before, after, target):
+    server.hooks.clear()
+    if server.dead:
+        server.revive()
+    # The dead run could not release its lease: the next one waits for it to expire, then takes it.
+    again = _go(target, video, backend, clock, lock_wait_s=120)
+    assert again.ok, again.to_dict()
+    clock.sleep(10)
+    tag = "new" if target is after else "old"
+    assert set(_on(server, video, before, after).values()) == {tag}
+
+
+def test_the_api_dying_mid_rollout_is_reported_and_the_next_run_converges(video, server, clock):
+    before, after = _plans(video)
+    backend = _started(server, video, before, clock)
+    backend.attempts = 2
+    state = {"written": False}
+
+    def hook(m, p, q):
+        if m == "PATCH" and p.endswith("-detect") and q.get("dryRun") != "All":
+            state["written"] = True
+        elif m == "GET" and state["written"]:
+            return DIE  # while the reconciler waits for detect's rollout
+        return None
+
+    server.hooks.append(hook)
+    result = _go(after, video, backend, clock)
+    assert not result.ok and "lost the cluster while waiting for the rollout" in result.cause
+    by = {o.stage: o for o in result.outcomes}
+    # The rollback could not reach the cluster either: said per stage, never claimed done. Whether a
+    # write without an answer landed is not known, so the stage is reported unknown, not old.
+    assert by["detect"].status == "rollback-failed" and by["detect"].on == "unknown"
+    assert by["classify"].status == "skipped" and by["classify"].on == "old"
+    assert "stages ['detect'] are in an unknown state" in result.summary()
+    assert _on(server, video, before, after) == {"video-gpu-detect": "new", "video-gpu-classify": "old"}
+    _converges(server, video, backend, clock, before, after, after)
+
+
+@pytest.mark.parametrize("target", ["old", "new"])
+def test_the_api_dying_mid_rollback_names_the_first_failure(video, server, clock, target):
+    before, after = _plans(video)
+    backend = _started(server, video, before, clock)
+    backend.attempts = 2
+    server.hooks.append(
+        lambda m, p, q: (
+            (503, {"message": "injected 503"})
+            if m == "PATCH" and p.endswith("-classify") and q.get("dryRun") != "All"
+            else None
+        )
+    )
+    # The rollback's write of detect (forced, with the old spec) kills the server.
+    server.hooks.insert(
+        0,
+        lambda m, p, q: DIE if m == "PATCH" and p.endswith("-detect") and q.get("force", "").lower() == "true" else None,
+    )
+    result = _go(after, video, backend, clock)
+    assert (
+        "503" in result.cause and "cannot reach" not in result.cause
+    )  # the cause, not the rollback's failure
+    by = {o.stage: o for o in result.outcomes}
+    assert by["detect"].status == "rollback-failed" and "cannot reach" in by["detect"].message
+    assert by["detect"].on == "unknown"
+    assert "unknown state" in result.summary()
+    _converges(server, video, backend, clock, before, after, before if target == "old" else after)
+
+
+def test_a_deployment_deleted_by_someone_else_mid_run_is_restored(video, server, clock):
+    before, after = _plans(video)
+    backend = _started(server, video, before, clock)
+    state = {"written": False}
+
+    def hook(m, p, q):
+        if m == "PATCH" and p.endswith("-detect") and q.get("dryRun") != "All":
+            state["written"] = True
+        elif m == "GET" and state["written"] and p.endswith("-detect") and not state.get("gone"):
+            state["gone"] = True
+            server.objects.pop((NS, "video-gpu-detect"), None)  # kubectl delete, from elsewhere
+        return None
+
+    server.hooks.append(hook)
+    result = _go(after, video, backend, clock)
+    _assert_rolled_back(result, server, video, before, after, "deleted by someone else")
+
+
+def test_a_stage_created_by_an_abandoned_run_is_deleted(video, server, clock):
+    before, _ = _plans(video)
+    backend = _backend(server, clock)
+    server.hold.add("video-gpu-detect")
+    spec = video.spec.model_copy(
+        update={"deployment": video.spec.deployment.model_copy(update={"rollout_deadline_s": 30})}
+    )
+    result = reconcile(before, spec, backend, clock=clock, sleep=clock.sleep, poll_s=1.0)
+    assert not result.ok and result.consistent and "did not become available within 30 s" in result.cause
+    assert server.objects == {}  # the empty namespace it found
+    assert all(o.status == "rolled-back" and "deleted" in o.message for o in result.outcomes)
+
+
+# ---- one writer at a time ---------------------------------------------------------------------------------
+def test_a_second_writer_is_refused_naming_the_holder_and_the_first_completes(video, server, clock):
+    before, after = _plans(video)
+    first = _started(server, video, before, clock)
+    inside, release = threading.Event(), threading.Event()
+
+    def hook(m, p, q):
+        if (
+            m == "GET"
+            and p.endswith("-detect")
+            and not inside.is_set()
+            and server.writes[-1][1].endswith("detect")
+        ):
+            inside.set()
+            release.wait(30)
+        return None
+
+    server.hooks.append(hook)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=_go(after, video, first, clock, holder="writer-A")))
+    t.start()
+    assert inside.wait(30)
+    second = _backend(server, clock)
+    with pytest.raises(ClusterBusy, match="held by writer-A"):
+        _go(before, video, second, clock, holder="writer-B", lock_wait_s=0)
+    release.set()
+    t.join(30)
+    assert out["r"].ok
+    assert set(_on(server, video, before, after).values()) == {"new"}  # not a mix of A and B
+    # Now free: B runs alone and the cluster ends wholly on B's plan.
+    assert _go(before, video, second, clock, holder="writer-B").ok
+    clock.sleep(10)
+    assert set(_on(server, video, before, after).values()) == {"old"}
+
+
+def test_a_lease_left_by_a_dead_writer_expires(video, server, clock):
+    before, _ = _plans(video)
+    server.leases[(NS, "ipa-video-gpu")] = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "ipa-video-gpu", "namespace": NS, "resourceVersion": "1"},
+        "spec": {
+            "holderIdentity": "ghost",
+            "leaseDurationSeconds": 60,
+            "renewTime": "1970-01-01T00:00:00.000000Z",
+        },
+    }
+    result = _go(before, video, _backend(server, clock), clock, lock_wait_s=0)
+    assert result.ok
+    assert server.leases[(NS, "ipa-video-gpu")]["spec"]["holderIdentity"] == ""  # released
+
+
+def test_a_live_lease_makes_the_second_writer_wait_then_give_up(video, server, clock):
+    before, _ = _plans(video)
+    import datetime as dt
+
+    renewed = dt.datetime.fromtimestamp(clock(), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    server.leases[(NS, "ipa-video-gpu")] = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "ipa-video-gpu", "namespace": NS, "resourceVersion": "1"},
+        "spec": {"holderIdentity": "other-host/pid-1", "leaseDurationSeconds": 600, "renewTime": renewed},
+    }
+    start = clock()
+    with pytest.raises(ClusterBusy, match="other-host/pid-1"):
+        _go(before, video, _backend(server, clock), clock, lock_wait_s=20)
+    assert clock() - start >= 20  # it waited (on the test's clock) before giving up
+    assert server.objects == {}
+
+
+def test_two_processes_on_one_simulated_state_file_lose_nothing(tmp_path, clock):
+    """Each backend loaded the file before the other wrote: every write re-reads it under the lock."""
+    video = load_pipeline(PIPELINES / "video-gpu.yaml")
+    cpu = load_pipeline(PIPELINES / "video-cpu.yaml")
+    state = tmp_path / "simulated.json"
+    a = SimulatedBackend(state_file=state, clock=clock, sleep=clock.sleep, startup_s=0)
+    b = SimulatedBackend(state_file=state, clock=clock, sleep=clock.sleep, startup_s=0)
+    assert reconcile(
+        make_plan(video.spec, video.profiles, 100), video.spec, a, clock=clock, sleep=clock.sleep
+    ).ok
+    assert reconcile(make_plan(cpu.spec, cpu.profiles, 10), cpu.spec, b, clock=clock, sleep=clock.sleep).ok
+    names = {o["metadata"]["name"] for o in SimulatedBackend(state_file=state).list(NS)}
+    assert names == {"video-gpu-detect", "video-gpu-classify", "video-cpu-detect", "video-cpu-classify"}
+
+
+def test_one_writer_per_pipeline_on_the_simulated_state_file(tmp_path, video, clock):
+    state = tmp_path / "simulated.json"
+    a = SimulatedBackend(state_file=state, clock=clock, sleep=clock.sleep, startup_s=0)
+    b = SimulatedBackend(state_file=state, clock=clock, sleep=clock.sleep, startup_s=0)
+    before, _ = _plans(video)
+    with a.writer_lock(NS, "video-gpu", holder="writer-A", wait_s=0):
+        with pytest.raises(ClusterBusy, match="writer-A"):
+            reconcile(before, video.spec, b, clock=clock, sleep=clock.sleep, lock_wait_s=3)
+    assert reconcile(before, video.spec, b, clock=clock, sleep=clock.sleep, lock_wait_s=0).ok
+
+
+@pytest.mark.parametrize("content", ["[]", "{", '{"objects": [{"name": 1}]}'])
+def test_a_broken_simulated_state_file_is_a_clear_error(tmp_path, content):
+    state = tmp_path / "simulated.json"
+    state.write_text(content)
+    with pytest.raises(ClusterError, match=str(state)):
+        SimulatedBackend(state_file=state)
+    with pytest.raises(ClusterError, match="is a directory"):
+        SimulatedBackend(state_file=tmp_path)
+
+
+def test_the_result_round_trips_through_its_dict(video, server, clock):
+    before, after = _plans(video)
+    backend = _started(server, video, before, clock)
+    server.hooks.append(
+        lambda m, p, q: (
+            (503, {"message": "x"})
+            if m == "PATCH" and p.endswith("-classify") and q.get("dryRun") != "All"
+            else None
+        )
+    )
+    result = _go(after, video, backend, clock)
+    assert ReconcileResult.from_dict(result.to_dict()) == result
