@@ -10,14 +10,27 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from scipy.optimize import nnls
+
+from .userfiles import UserFileError, read_json
+from .validation import RESOURCES_KEY, FieldProblems, problems_of
 
 SCHEMA_VERSION = 1
 PERCENTILES = ("p50", "p95", "p99", "mean")
@@ -140,20 +153,15 @@ class Profile:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Profile:
-        points = tuple(sorted((BatchPoint(**p) for p in d["points"]), key=lambda p: p.batch))
-        if not points:
-            raise ProfileError(f"profile {d.get('model')}/{d.get('hardware')} has no measured points")
-        return cls(
-            model=d["model"],
-            hardware=d["hardware"],
-            dtype=d["dtype"],
-            resources=d["resources"],
-            task=d.get("task", "classification"),
-            points=points,
-            provenance=d.get("provenance", {}),
-            accuracy_meta=d.get("accuracy_meta", {}),
-        )
+    def from_dict(cls, d: Mapping[str, Any], source: str = "profile") -> Profile:
+        """A profile from its dict (a file's entry, an MLflow artifact). Raises ProfileError naming every
+        bad field: a latency or throughput that is not a finite number above 0, a batch that is not a
+        whole number, percentiles out of order, a batch measured twice."""
+        try:
+            checked = _ProfileIn.model_validate(d)
+        except ValidationError as exc:
+            raise ProfileError(_describe(source, problems_of(exc, d, what=_FIELDS_DOC), d)) from None
+        return checked.to_profile()
 
 
 @dataclass(frozen=True)
@@ -188,25 +196,44 @@ class ProfileSet:
         return {"schema_version": SCHEMA_VERSION, "profiles": [p.to_dict() for p in self.profiles.values()]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ProfileSet:
-        profiles = [Profile.from_dict(p) for p in d.get("profiles", [])]
+    def from_dict(cls, d: Mapping[str, Any], source: str = "profile file") -> ProfileSet:
+        """A profile file's content. Raises ProfileError naming every bad field (profile, point, field)."""
+        if not isinstance(d, Mapping):
+            raise ProfileError(
+                f'{source}: expected a JSON object {{"schema_version": 1, "profiles": [...]}}, '
+                f"got {type(d).__name__}"
+            )
+        if "points" in d and "profiles" not in d:
+            raise ProfileError(
+                f"{source} holds one profile, not a profile file: wrap it as "
+                '{"schema_version": 1, "profiles": [<the profile>]}'
+            )
+        try:
+            checked = _ProfileFileIn.model_validate(d)
+        except ValidationError as exc:
+            raise ProfileError(_describe(source, problems_of(exc, d, what=_FIELDS_DOC), d)) from None
+        profiles = [p.to_profile() for p in checked.profiles]
         return cls({p.id: p for p in profiles})
 
     @classmethod
     def load(cls, paths: Iterable[str | Path]) -> ProfileSet:
+        """The profiles of several files. The same profile id in two files with different measurements is
+        refused (which one would win depends on the order the files are listed in)."""
         merged: dict[str, Profile] = {}
+        origin: dict[str, Path] = {}
         for path in paths:
             path = Path(path)
             try:
-                data = json.loads(path.read_text())
-            except OSError as exc:
-                raise ProfileError(f"cannot read profile file {path}: {exc.strerror}") from None
-            except json.JSONDecodeError as exc:
-                raise ProfileError(f"profile file {path} is not valid JSON: {exc}") from None
-            try:
-                merged.update(cls.from_dict(data).profiles)
-            except (KeyError, TypeError) as exc:
-                raise ProfileError(f"profile file {path} is malformed: missing or bad field {exc}") from None
+                data = read_json(path)
+            except UserFileError as exc:
+                raise ProfileError(f"profile file {exc}") from None
+            for pid, profile in cls.from_dict(data, source=f"profile file {path}").profiles.items():
+                if pid in merged and merged[pid] != profile:
+                    raise ProfileError(
+                        f"profile '{pid}' is in both {origin[pid]} and {path}, with different measurements: "
+                        "keep it in one file"
+                    )
+                merged[pid], origin[pid] = profile, path
         return cls(merged)
 
 
@@ -265,6 +292,123 @@ def published_accuracy(profile: Profile) -> float | None:
     """The accuracy published with the model's weights (ImageNet acc@1 or COCO box mAP), in percent."""
     meta = profile.accuracy_meta
     for key in ("acc@1", "box_map"):
-        if key in meta and isinstance(meta[key], int | float) and not math.isnan(meta[key]):
-            return float(meta[key])
+        value = meta.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
     return None
+
+
+# ---- the profile file's schema: what from_dict accepts -------------------------------------------------
+_FIELDS_DOC = "docs/spec.md#profile-files lists the fields"
+_Positive = Annotated[float, Field(gt=0)]
+_Text = Annotated[str, Field(min_length=1)]
+
+
+class _In(BaseModel):
+    # strict: a batch "1" or a latency `true` is refused, not converted; no NaN or infinity anywhere
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class _PointIn(_In):
+    batch: Annotated[StrictInt, Field(gt=0)]
+    p50_ms: _Positive
+    p95_ms: _Positive
+    p99_ms: _Positive
+    mean_ms: _Positive
+    throughput_rps: _Positive
+    cv: Annotated[float, Field(ge=0)] | None = None
+    peak_memory_mb: Annotated[float, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _PointIn:
+        if not self.p50_ms <= self.p95_ms <= self.p99_ms:
+            raise FieldProblems(
+                [
+                    (
+                        "",
+                        f"p50 {self.p50_ms:g} ms, p95 {self.p95_ms:g} ms, p99 {self.p99_ms:g} ms: a "
+                        "higher percentile cannot be faster (p50 <= p95 <= p99)",
+                    )
+                ]
+            )
+        return self
+
+
+class _ProfileIn(_In):
+    model: _Text
+    hardware: _Text
+    dtype: _Text
+    resources: Annotated[str, Field(pattern=RESOURCES_KEY)]
+    task: str = "classification"
+    points: list[_PointIn] = Field(min_length=1)
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    accuracy_meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("resources")
+    @classmethod
+    def _some_resources(cls, v: str) -> str:
+        if float(v.partition("=")[2]) <= 0:
+            raise ValueError(f"'{v}': a replica needs more than nothing")
+        return v
+
+    @model_validator(mode="after")
+    def _each_batch_once(self) -> _ProfileIn:
+        first: dict[int, int] = {}
+        for j, p in enumerate(self.points):
+            if p.batch in first:
+                raise FieldProblems(
+                    [
+                        (
+                            f"points[{j}].batch",
+                            f"batch {p.batch} measured twice (also points[{first[p.batch]}])",
+                        )
+                    ]
+                )
+            first[p.batch] = j
+        return self
+
+    def to_profile(self) -> Profile:
+        points = tuple(sorted((BatchPoint(**p.model_dump()) for p in self.points), key=lambda p: p.batch))
+        return Profile(
+            model=self.model,
+            hardware=self.hardware,
+            dtype=self.dtype,
+            resources=self.resources,
+            task=self.task,
+            points=points,
+            provenance=self.provenance,
+            accuracy_meta=self.accuracy_meta,
+        )
+
+
+class _ProfileFileIn(_In):
+    schema_version: Annotated[StrictInt, Field(ge=SCHEMA_VERSION, le=SCHEMA_VERSION)] = SCHEMA_VERSION
+    profiles: list[_ProfileIn] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _each_id_once(self) -> _ProfileFileIn:
+        first: dict[str, int] = {}
+        for i, p in enumerate(self.profiles):
+            pid = f"{p.model}/{p.hardware}/{p.dtype}/{p.resources}"
+            if pid in first:
+                raise FieldProblems(
+                    [(f"profiles[{i}]", f"profile '{pid}' given twice (also profiles[{first[pid]}])")]
+                )
+            first[pid] = i
+        return self
+
+
+def _describe(source: str, found: list[tuple[str, str]], data: Any) -> str:
+    """The problems as lines, each profile named by its id beside its index:
+    'profiles[3] (m/h/fp32/cpu=1).points[0].p99_ms: ...'."""
+    lines = []
+    for path, msg in found:
+        match = re.match(r"profiles\[(\d+)\]", path)
+        entries = data.get("profiles") if isinstance(data, Mapping) else None
+        if match and isinstance(entries, list) and int(match.group(1)) < len(entries):
+            entry = entries[int(match.group(1))]
+            if isinstance(entry, Mapping):
+                pid = "/".join(str(entry.get(k, "?")) for k in ("model", "hardware", "dtype", "resources"))
+                path = f"{match.group(0)} ({pid}){path[match.end() :]}"
+        lines.append(f"  {path or '<root>'}: {msg}")
+    return f"{source} is malformed:\n" + "\n".join(lines)

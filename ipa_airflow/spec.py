@@ -8,11 +8,11 @@ here instead of walking raw dicts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,11 +23,22 @@ from pydantic import (
     model_validator,
 )
 
+from .userfiles import UserFileError, read_yaml
+from .validation import DNS_LABEL, LABEL_VALUE, FieldProblems, format_problems, problems_of
+
 SCHEMA_VERSION = 1
 
+# Every model below is strict (a boolean is not a number, "4" is not 4) and refuses .inf/.nan, so each
+# number a spec holds is finite and of the type its field says. Bounds are per field.
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
-Name = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")]
+Weight = Annotated[float, Field(ge=0, le=1e6)]  # objective weights: larger ones only break solvers
+Text = Annotated[str, Field(min_length=1)]
+# Variant and hardware names end up in label values and profile ids: a Kubernetes label value in lower case.
+Name = Annotated[str, Field(min_length=1, max_length=63, pattern=LABEL_VALUE)]
+# Pipeline, stage and namespace names end up in Kubernetes object names: DNS-1123 labels.
+DNS_LABEL_MAX = 63
+DnsLabel = Annotated[str, Field(min_length=1, max_length=DNS_LABEL_MAX, pattern=DNS_LABEL)]
 
 AccuracyMethod = Literal["sum", "average", "product"]
 RESOURCE_KINDS = ("cpu", "gpu")
@@ -39,20 +50,38 @@ class SpecError(ValueError):
     def __init__(self, source: str, problems: list[tuple[str, str]]):
         self.source = source
         self.problems = problems
-        lines = "\n".join(f"  {path or '<root>'}: {msg}" for path, msg in problems)
-        super().__init__(f"invalid pipeline spec {source}:\n{lines}")
+        super().__init__(f"invalid pipeline spec {source}:\n{format_problems(problems)}")
+
+
+def deployment_name(pipeline: str, stage: str) -> str:
+    """The Deployment that runs a stage: '<pipeline>-<stage>'. Never shortened: a shortened name could be
+    another stage's, so a name that is not a DNS-1123 label of at most 63 characters is an error."""
+    name = f"{pipeline}-{stage}"
+    if len(name) > DNS_LABEL_MAX:
+        raise ValueError(
+            f"the Deployment name '{name}' (pipeline '{pipeline}' + '-' + stage '{stage}') is {len(name)} "
+            f"characters; Kubernetes allows {DNS_LABEL_MAX}: shorten the pipeline's or the stage's name"
+        )
+    if not re.fullmatch(DNS_LABEL, name):
+        raise ValueError(
+            f"the Deployment name '{name}' is not a DNS-1123 label (lower case letters, digits and '-', "
+            "starting and ending with a letter or digit)"
+        )
+    return name
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Resources(_Strict):
     """What one replica is given. Exactly one of cpu (cores) or gpu (whole devices)."""
 
-    cpu: Annotated[float, Field(gt=0)] | None = None
-    gpu: PositiveInt | None = None
-    memory_gb: Annotated[float, Field(gt=0)] | None = None
+    # Bounds keep the canonical key ('cpu=0.5') and the rendered quantities free of exponents; a
+    # thousandth of a core is Kubernetes' smallest CPU unit.
+    cpu: Annotated[float, Field(ge=0.001, le=1024)] | None = None
+    gpu: Annotated[StrictInt, Field(gt=0, le=64)] | None = None
+    memory_gb: Annotated[float, Field(ge=0.001, le=65536)] | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Resources:
@@ -80,7 +109,7 @@ class Shape(_Strict):
     hardware: Name
     resources: Resources
     dtype: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
-    profile: str | None = Field(
+    profile: Text | None = Field(
         default=None, description="profile id; default '<variant model>/<hardware>/<dtype>/<resources>'"
     )
 
@@ -88,11 +117,11 @@ class Shape(_Strict):
 class Variant(_Strict):
     name: Name
     accuracy: Annotated[float, Field(ge=0, le=100)] = Field(description="published accuracy, in percent")
-    metric: str = "accuracy"
-    model: str | None = Field(default=None, description="profile model name; defaults to the variant name")
-    model_uri: str | None = None
-    image: str | None = None
-    startup_s: NonNegative = 10.0
+    metric: Text = "accuracy"
+    model: Text | None = Field(default=None, description="profile model name; defaults to the variant name")
+    model_uri: Text | None = None
+    image: Text | None = None
+    startup_s: Annotated[float, Field(ge=0, le=86400)] = 10.0
     shapes: list[Shape] = Field(min_length=1)
 
     @field_validator("model_uri")
@@ -111,33 +140,43 @@ class Variant(_Strict):
 
 
 class Stage(_Strict):
-    name: Name
+    name: DnsLabel
     variants: list[Variant] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _unique_variants(self) -> Stage:
-        seen: set[str] = set()
-        for v in self.variants:
-            if v.name in seen:
-                raise ValueError(f"duplicate variant name '{v.name}' in stage '{self.name}'")
-            seen.add(v.name)
+        first: dict[str, int] = {}
+        for j, v in enumerate(self.variants):
+            if v.name in first:
+                raise FieldProblems(
+                    [
+                        (
+                            f"variants[{j}].name",
+                            f"duplicate variant name '{v.name}' in stage '{self.name}' "
+                            f"(also variants[{first[v.name]}])",
+                        )
+                    ]
+                )
+            first[v.name] = j
         return self
 
 
 class Objective(_Strict):
     """alpha * accuracy - beta * cost - gamma * sum of batch sizes (IPA's objective)."""
 
-    alpha: NonNegative = 1.0
-    beta: NonNegative = 0.01
-    gamma: NonNegative = 0.0
+    alpha: Weight = 1.0
+    beta: Weight = 0.01
+    gamma: Weight = 0.0
     accuracy: AccuracyMethod = "product"
     rank_normalize: bool = False
 
 
 class Limits(_Strict):
-    batch_sizes: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64])
-    max_batch: PositiveInt = 64
-    max_replicas: PositiveInt = 100
+    batch_sizes: list[Annotated[StrictInt, Field(gt=0, le=4096)]] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, 32, 64]
+    )
+    max_batch: Annotated[StrictInt, Field(gt=0, le=4096)] = 64
+    max_replicas: Annotated[StrictInt, Field(gt=0, le=10000)] = 100
     max_cost: Annotated[float, Field(gt=0)] | None = None
     # Replicas are planned so that load / capacity stays at or under this: queues grow without bound as
     # utilisation nears 1, which the paper's n * h >= load ignores. 1.0 is the paper's program.
@@ -160,10 +199,10 @@ class Limits(_Strict):
 class Baselines(_Strict):
     """Settings of the baselines the program is compared with (all optional)."""
 
-    fa2_low: dict[str, str] = Field(
+    fa2_low: dict[str, Text] = Field(
         default_factory=dict, description="stage -> pinned variant (default lightest)"
     )
-    fa2_high: dict[str, str] = Field(
+    fa2_high: dict[str, Text] = Field(
         default_factory=dict, description="stage -> pinned variant (default heaviest)"
     )
     rim_replicas: PositiveInt | dict[str, PositiveInt] = 2
@@ -182,9 +221,10 @@ class Adaptation(_Strict):
     # Which upper quantile of the next interval's peak the plan provisions for.
     quantile: float = 0.99
     # The spacing of the forecasts the controller compares (the simulator's decision cadence).
-    interval_s: Annotated[float, Field(gt=0)] = 10.0
+    interval_s: Annotated[float, Field(gt=0, le=86400)] = 10.0
     # Plan for the highest of the last N forecasts: capacity is given back only after N lower ones.
-    stabilisation: PositiveInt = 4
+    # Each decision recomputes the N-1 earlier forecasts, hence the bound.
+    stabilisation: Annotated[StrictInt, Field(gt=0, le=1000)] = 4
     # A change the load does not force must raise the objective by at least this much (every switch
     # restarts pods).
     min_gain: NonNegative = 0.005
@@ -207,10 +247,10 @@ class DeploymentSettings(_Strict):
     (inline or from `template_file`, relative to the spec); without one, MLServer's MLflow runtime."""
 
     template: dict[str, Any] | None = None
-    template_file: str | None = None
-    image: str = "seldonio/mlserver:1.6.1-mlflow"
-    port: PositiveInt = 8080
-    rollout_deadline_s: Annotated[float, Field(gt=0)] = 600.0
+    template_file: Text | None = None
+    image: Text = "seldonio/mlserver:1.6.1-mlflow"
+    port: Annotated[StrictInt, Field(gt=0, le=65535)] = 8080
+    rollout_deadline_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
     force_conflicts: bool = False  # take over fields another field manager owns (e.g. an HPA's replicas)
 
     @model_validator(mode="after")
@@ -222,9 +262,9 @@ class DeploymentSettings(_Strict):
 
 class PipelineSpec(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
-    name: Name
+    name: DnsLabel
     description: str = ""
-    namespace: Name = "default"
+    namespace: DnsLabel = "default"
     sla_s: Annotated[float, Field(gt=0)] = Field(description="end-to-end latency SLA in seconds")
     latency_percentile: Literal["p50", "p95", "p99"] = "p99"
     objective: Objective = Field(default_factory=Objective)
@@ -232,50 +272,94 @@ class PipelineSpec(_Strict):
     cost_per_unit: dict[Literal["cpu", "gpu"], NonNegative] = Field(
         default_factory=lambda: {"cpu": 1.0, "gpu": 1.0}
     )
-    profiles: list[str] = Field(default_factory=list, description="profile files, relative to the spec")
+    profiles: list[Text] = Field(default_factory=list, description="profile files, relative to the spec")
     baselines: Baselines = Field(default_factory=Baselines)
     adaptation: Adaptation = Field(default_factory=Adaptation)
     deployment: DeploymentSettings = Field(default_factory=DeploymentSettings)
     stages: list[Stage] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> PipelineSpec:
-        names = [s.name for s in self.stages]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"duplicate stage names: {sorted(dup)}")
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # True == 1 would pass the Literal
+            raise ValueError(f"schema_version must be {SCHEMA_VERSION}, not a boolean")
+        return v
+
+    def _cross_checks(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        # Each stage runs as the Deployment '<pipeline>-<stage>': the full name must be valid and unique,
+        # or two stages would share one Deployment and one of them would never run.
+        first_stage: dict[str, int] = {}
+        rendered: dict[str, int] = {}
+        for i, stage in enumerate(self.stages):
+            where = f"stages[{i}].name"
+            if stage.name in first_stage:
+                problems.append(
+                    (where, f"duplicate stage name '{stage.name}' (also stages[{first_stage[stage.name]}])")
+                )
+                continue
+            first_stage[stage.name] = i
+            try:
+                name = deployment_name(self.name, stage.name)
+            except ValueError as exc:
+                problems.append((where, str(exc)))
+                continue
+            if name in rendered:
+                problems.append(
+                    (where, f"renders the Deployment name '{name}', as stages[{rendered[name]}] does")
+                )
+            rendered.setdefault(name, i)
         by_stage = {s.name: {v.name for v in s.variants} for s in self.stages}
         for field in ("fa2_low", "fa2_high"):
             for stage, variant in getattr(self.baselines, field).items():
                 if stage not in by_stage:
-                    raise ValueError(f"baselines.{field}: unknown stage '{stage}'")
-                if variant not in by_stage[stage]:
-                    raise ValueError(f"baselines.{field}.{stage}: unknown variant '{variant}'")
+                    problems.append(
+                        (f"baselines.{field}", f"unknown stage '{stage}' (stages: {sorted(by_stage)})")
+                    )
+                elif variant not in by_stage[stage]:
+                    problems.append((f"baselines.{field}.{stage}", f"unknown variant '{variant}'"))
         rim = self.baselines.rim_replicas
         if isinstance(rim, dict):
             missing = set(by_stage) - set(rim)
             if missing:
-                raise ValueError(f"baselines.rim_replicas: no replica count for stages {sorted(missing)}")
-        counts = rim.values() if isinstance(rim, dict) else [rim]
-        if max(counts) > self.limits.max_replicas:
-            raise ValueError(
-                f"baselines.rim_replicas ({max(counts)}) is above limits.max_replicas "
-                f"({self.limits.max_replicas})"
+                problems.append(("baselines.rim_replicas", f"no replica count for stages {sorted(missing)}"))
+            unknown = set(rim) - set(by_stage)
+            if unknown:
+                problems.append(("baselines.rim_replicas", f"unknown stages {sorted(unknown)}"))
+        counts = list(rim.values()) if isinstance(rim, dict) else [rim]
+        if counts and max(counts) > self.limits.max_replicas:
+            problems.append(
+                (
+                    "baselines.rim_replicas",
+                    f"rim_replicas ({max(counts)}) is above limits.max_replicas ({self.limits.max_replicas})",
+                )
             )
         shares = self.baselines.per_stage_shares
         if shares:
             if set(shares) != set(by_stage):
-                raise ValueError(
-                    f"baselines.per_stage_shares: give a share for every stage {sorted(by_stage)}, "
-                    f"not {sorted(shares)}"
+                problems.append(
+                    (
+                        "baselines.per_stage_shares",
+                        f"give a share for every stage {sorted(by_stage)}, not {sorted(shares)}",
+                    )
                 )
-            if sum(shares.values()) > 1 + 1e-9:
-                raise ValueError(
-                    f"baselines.per_stage_shares add up to {sum(shares.values()):g}: the stages' shares of "
-                    "the latency budget can add up to 1 at most"
+            elif sum(shares.values()) > 1 + 1e-9:
+                problems.append(
+                    (
+                        "baselines.per_stage_shares",
+                        f"the shares add up to {sum(shares.values()):g}: the stages' shares of the latency "
+                        "budget can add up to 1 at most",
+                    )
                 )
         if not [b for b in self.limits.batch_sizes if b <= self.limits.max_batch]:
-            raise ValueError("limits: no batch size is within max_batch")
+            problems.append(("limits", "no batch size is within max_batch"))
+        return problems
+
+    @model_validator(mode="after")
+    def _checked(self) -> PipelineSpec:
+        problems = self._cross_checks()
+        if problems:
+            raise FieldProblems(problems)
         return self
 
     # Derived indices, computed once so no downstream module works them out again.
@@ -324,55 +408,14 @@ class PipelineSpec(_Strict):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            raise SpecError(source, _problems(exc, data)) from None
-
-
-def _yaml_path(loc: tuple[Any, ...], data: Any) -> str:
-    """Turn pydantic's loc into 'stages[0].variants[1].accuracy', naming list items where we can."""
-    out = ""
-    node = data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, list) and part < len(node) else None
-        elif isinstance(part, str) and not _is_union_tag(part):
-            out += f".{part}" if out else part
-            node = node.get(part) if isinstance(node, Mapping) else None
-    return out
-
-
-def _is_union_tag(part: str) -> bool:
-    # pydantic puts the union member's type name into loc ('int', 'dict[str,...]', 'function-after[...]')
-    return "[" in part or part in {"int", "float", "str", "bool"} or part.startswith("constrained")
-
-
-def _problems(exc: ValidationError, data: Any) -> list[tuple[str, str]]:
-    problems: list[tuple[str, str]] = []
-    for err in exc.errors():
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check its spelling; see docs/spec.md for the fields)"
-        elif err["type"] == "missing":
-            msg = "required field is missing"
-        path = _yaml_path(tuple(err["loc"]), data)
-        if (path, msg) not in problems:
-            problems.append((path, msg))
-    return problems
+            raise SpecError(source, problems_of(exc, data)) from None
 
 
 def load_spec(path: str | Path) -> PipelineSpec:
-    """Read and validate a spec file. Raises SpecError naming every bad field."""
+    """Read and validate a spec file. Raises SpecError naming every bad field (and a repeated key's line)."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(str(path), [("", f"cannot read the file: {exc.strerror}")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
-        raise SpecError(
-            str(path), [("", f"not valid YAML ({where}): {getattr(exc, 'problem', exc)}")]
-        ) from None
+        data = read_yaml(path)
+    except UserFileError as exc:
+        raise SpecError(str(path), [("", exc.problem)]) from None
     return PipelineSpec.from_dict(data if data is not None else {}, source=str(path))

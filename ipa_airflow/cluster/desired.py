@@ -6,10 +6,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..plans import Plan, StagePlan
-from ..spec import PipelineSpec, SpecError, Variant
+from ..plans import Plan, StagePlan, check_plan_fits_spec
+from ..spec import PipelineSpec, SpecError, Variant, deployment_name  # the rule lives with the spec
+from ..userfiles import UserFileError, read_yaml
 
 FIELD_MANAGER = "ipa-airflow"
 LABEL_PIPELINE = "ipa.io/pipeline"
@@ -22,10 +21,6 @@ ANN_SHAPE = "ipa.io/shape"
 
 class TemplateError(ValueError):
     """A deployment template that cannot produce a valid Deployment; nothing was applied."""
-
-
-def deployment_name(pipeline: str, stage: str) -> str:
-    return f"{pipeline}-{stage}"[:63].rstrip("-")
 
 
 def default_template(spec: PipelineSpec) -> dict[str, Any]:
@@ -57,10 +52,10 @@ def load_template(spec: PipelineSpec, base: Path | None = None) -> dict[str, Any
     if spec.deployment.template_file is not None:
         path = (base or Path.cwd()) / spec.deployment.template_file
         try:
-            loaded = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
+            loaded = read_yaml(path)  # a repeated key is refused, not silently overridden
+        except UserFileError as exc:
             raise SpecError(
-                str(path), [("deployment.template_file", f"cannot read the template: {exc}")]
+                str(path), [("deployment.template_file", f"cannot read the template: {exc.problem}")]
             ) from None
         if not isinstance(loaded, dict):
             raise SpecError(str(path), [("deployment.template_file", "the template is not a mapping")])
@@ -151,9 +146,9 @@ def render_stage(
 
 
 def desired_state(plan: Plan, spec: PipelineSpec, *, base: Path | None = None) -> list[dict[str, Any]]:
-    """Every stage's Deployment for this plan, validated against the official schema."""
-    if plan.pipeline != spec.name:
-        raise ValueError(f"plan is for pipeline '{plan.pipeline}', the spec is '{spec.name}'")
+    """Every stage's Deployment for this plan, validated against the official schema. A plan that asks
+    for anything the spec does not offer (stage, variant, shape, batch size) is refused first."""
+    check_plan_fits_spec(plan, spec)
     template = load_template(spec, base)
     manifests = [render_stage(spec, plan, s, template) for s in plan.stages]
     for m in manifests:

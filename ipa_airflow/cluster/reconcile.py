@@ -34,7 +34,7 @@ from .backends import (
     WriterLock,
     writer_identity,
 )
-from .desired import ANN_PLAN, desired_state
+from .desired import ANN_PLAN, LABEL_PIPELINE, desired_state
 from .diff import CREATE, UNCHANGED, StageChange, diff
 
 OK_STATUSES = ("unchanged", "dry-run", "applied")
@@ -218,6 +218,15 @@ class _Run:
     def _observe(self) -> None:
         ns = self.spec.namespace
         self.observed = {name: self.backend.get(ns, name) for name in self.by_name}
+        for name, obj in self.observed.items():
+            owner = ((obj or {}).get("metadata", {}).get("labels") or {}).get(LABEL_PIPELINE)
+            if owner is not None and owner != self.spec.name:
+                # Names are '<pipeline>-<stage>': pipeline 'a-b' stage 'c' and pipeline 'a' stage 'b-c' meet.
+                raise ClusterError(
+                    f"Deployment {ns}/{name} belongs to pipeline '{owner}' (label {LABEL_PIPELINE}), not "
+                    f"'{self.spec.name}': nothing was applied. Rename a stage or a pipeline so their "
+                    "Deployment names differ, or give them different namespaces."
+                )
         self.changes = diff(self.manifests, self.observed)
         for c in self.changes:
             if c.action == UNCHANGED:

@@ -6,6 +6,7 @@ a time."""
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import replace
 
@@ -272,7 +273,9 @@ def test_the_api_dying_mid_rollback_names_the_first_failure(video, server, clock
     # The rollback's write of detect (forced, with the old spec) kills the server.
     server.hooks.insert(
         0,
-        lambda m, p, q: DIE if m == "PATCH" and p.endswith("-detect") and q.get("force", "").lower() == "true" else None,
+        lambda m, p, q: (
+            DIE if m == "PATCH" and p.endswith("-detect") and q.get("force", "").lower() == "true" else None
+        ),
     )
     result = _go(after, video, backend, clock)
     assert (
@@ -434,3 +437,22 @@ def test_the_result_round_trips_through_its_dict(video, server, clock):
     )
     result = _go(after, video, backend, clock)
     assert ReconcileResult.from_dict(result.to_dict()) == result
+
+
+def test_a_deployment_of_another_pipeline_with_the_same_name_is_never_taken_over(clock):
+    """Pipeline 'a-b' stage 'c' and pipeline 'a' stage 'b-c' both render 'a-b-c': no spec alone sees it."""
+    video = load_pipeline(PIPELINES / "video-gpu.yaml")
+    backend = SimulatedBackend(clock=clock, startup_s=0)
+    before, _ = _plans(video)
+    assert _go(before, video, backend, clock).ok
+    theirs = backend.objects[(NS, "video-gpu-detect")]
+    theirs["metadata"]["labels"]["ipa.io/pipeline"] = "video"  # as pipeline 'video' stage 'gpu-detect' would
+    snapshot = copy.deepcopy(backend.objects)
+    with pytest.raises(ClusterError, match="belongs to pipeline 'video'"):
+        _go(
+            replace(before, stages=(before.stages[0], replace(before.stages[1], replicas=4))),
+            video,
+            backend,
+            clock,
+        )
+    assert backend.objects == snapshot
