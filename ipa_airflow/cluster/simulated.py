@@ -220,6 +220,7 @@ class SimulatedBackend:
         path = self.state_file.with_name(f"{self.state_file.name}.{namespace}.{pipeline}.writer")
         while True:
             try:
+                path.parent.mkdir(parents=True, exist_ok=True)
                 f = open(path, "a+")  # noqa: SIM115 (held until the reconcile ends)
             except OSError as exc:
                 raise ClusterError(f"cannot lock simulated cluster state {self.state_file}: {exc}") from None

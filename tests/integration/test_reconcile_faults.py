@@ -405,7 +405,7 @@ def test_two_processes_on_one_simulated_state_file_lose_nothing(tmp_path, clock)
 
 
 def test_one_writer_per_pipeline_on_the_simulated_state_file(tmp_path, video, clock):
-    state = tmp_path / "simulated.json"
+    state = tmp_path / "cluster" / "simulated.json"  # a folder that does not exist yet
     a = SimulatedBackend(state_file=state, clock=clock, sleep=clock.sleep, startup_s=0)
     b = SimulatedBackend(state_file=state, clock=clock, sleep=clock.sleep, startup_s=0)
     before, _ = _plans(video)
