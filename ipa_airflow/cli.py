@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from . import __version__
+from . import argtypes as at
 from .optimizer import POLICIES, SOLVERS, plan
 from .pipelines import load_pipeline, missing_profiles
 from .plans import Plan
@@ -31,6 +33,8 @@ def _console():
 
 # ---- validate ---------------------------------------------------------------------------------------
 def cmd_validate(args) -> int:
+    from .cluster.desired import load_template
+
     failed = 0
     results = []
     for path in args.specs:
@@ -44,6 +48,8 @@ def cmd_validate(args) -> int:
                 problems = [("profiles", str(exc))]
             if problems:
                 raise SpecError(str(path), problems)
+            # The Deployment template renders only at reconcile time: read and check it now.
+            load_template(spec, base=Path(path).parent)
             results.append({"spec": str(path), "ok": True, "errors": []})
             if not args.json:
                 print(f"{path}: ok")
@@ -175,20 +181,22 @@ def _hardware_slug(device_name: str) -> str:
 def cmd_profile(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .profiling.filing import keep, keep_and_file, push_pending
     from .profiling.sweep import SweepRequest, parse_batch_sizes, profile_registered, profile_zoo, summarise
     from .profiling.torch_runner import environment, resolve_device
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
+    out = Path(args.out) if args.out is not None else None  # checked writable by argparse, before any work
     device = resolve_device(args.device)
     hardware = args.hardware or _hardware_slug(
         (lambda e: e.get("gpu") or e.get("cpu", ""))(environment(device, args.threads, args.dtype))
     )
     request = SweepRequest(hardware, batch_sizes, device, args.threads, args.dtype)
-    registry = None if args.no_log else _registry(args.tracking_uri)
+    registry = None if args.no_log and not args.model_uri else _registry(args.tracking_uri)
+    if not args.no_log:  # file what earlier runs could not; MLflow down fails now, before measuring
+        push_pending(registry, say=(lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr)))
     model_ref = name = None
     if args.model_uri:
-        if registry is None:
-            registry = _registry(args.tracking_uri)
         model_ref, name, version = registry.resolve_model_ref(args.model_uri)
     progress = Progress(
         TextColumn("[bold]profiling[/bold] {task.description}"),
@@ -209,25 +217,19 @@ def cmd_profile(args) -> int:
         if args.zoo:
             result = profile_zoo(args.zoo, request, on_cell=on_cell)
         else:
-            result = profile_registered(model_ref, args.name or name, request, on_cell=on_cell)
+            result = profile_registered(
+                model_ref, args.name or name, request, tracking_uri=registry.tracking_uri, on_cell=on_cell
+            )
     summary = summarise(result)
-    if registry is not None:
-        summary["run_id"] = registry.log_profile(
-            result.profile,
-            result.key,
-            params={
-                "device": device,
-                "threads": args.threads,
-                "model_ref": result.key.model_ref,
-            },
-        )
+    # On disk first (--out, else the spool under IPA_HOME), then MLflow: a failure to file says where
+    # the profile is kept and how to file it, instead of losing minutes of measurement.
+    if not args.no_log:
+        summary["run_id"] = keep_and_file(registry, result.profile, out=out).run_id
         summary["tracking_uri"] = registry.tracking_uri
-        if args.model_uri:
-            registry.tag_model_version(name, version, result.profile, result.key, summary["run_id"])
-    if args.out:
-        Path(args.out).write_text(
-            json.dumps({"schema_version": 1, "profiles": [result.profile.to_dict()]}, indent=1)
-        )
+    elif out is not None:
+        keep(result.profile, out=out)
+    if out is not None:
+        summary["out"] = str(out)
     if args.json:
         _print_json(summary)
         return 0
@@ -467,12 +469,12 @@ def cmd_forecast_train(args) -> int:
     from .reports.forecast_plot import plot_misses
     from .settings import load_settings
 
+    registry = _registry(args.tracking_uri)  # a tracking URI MLflow cannot use is refused first
     series = _trace(args)
     (train, train_start), (test, test_start) = (
         named_days(series, args.train_days),
         named_days(series, args.test_days),
     )
-    registry = _registry(args.tracking_uri)
     check_reachable(registry.tracking_uri)  # before the fit, whose result would have nowhere to go
     fitted = forecaster(args.model).fit(train, seed=args.seed, start_s=train_start)
     metrics = {}
@@ -534,16 +536,19 @@ def cluster_backend(kind: str, *, kubeconfig: str | None = None, state_file: str
 
 def cmd_reconcile(args) -> int:
     from .cluster.reconcile import reconcile
+    from .plans import load_plan
 
     pipeline = load_pipeline(args.spec)
-    try:
-        the_plan = Plan.from_json(Path(args.plan).read_text())
-    except OSError as exc:
-        raise ValueError(f"cannot read plan {args.plan}: {exc.strerror}") from None
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{args.plan} is not a plan written by `ipa plan --out`: {exc}") from None
+    the_plan = load_plan(args.plan, pipeline.spec)
     backend = cluster_backend(args.backend, kubeconfig=args.kubeconfig, state_file=args.state_file)
-    result = reconcile(the_plan, pipeline.spec, backend, dry_run=args.dry_run, base=Path(args.spec).parent)
+    result = reconcile(
+        the_plan,
+        pipeline.spec,
+        backend,
+        dry_run=args.dry_run,
+        base=Path(args.spec).parent,
+        lock_wait_s=args.lock_wait,
+    )
     if args.json:
         _print_json(result.to_dict())
     else:
@@ -553,11 +558,13 @@ def cmd_reconcile(args) -> int:
             " (dry run: nothing written)" if result.dry_run else ""
         )
         table = Table(title=title)
-        for col in ("stage", "deployment", "action", "outcome", "details"):
+        for col in ("stage", "deployment", "action", "outcome", "on plan", "details"):
             table.add_column(col)
         for o in result.outcomes:
-            table.add_row(o.stage, o.name, o.action, o.status, o.message)
+            table.add_row(o.stage, o.name, o.action, o.status, o.on, o.message)
         _console().print(table)
+    if not result.ok:
+        print(f"error: {result.summary()}", file=sys.stderr)
     return 0 if result.ok else 1
 
 
@@ -566,15 +573,21 @@ def cmd_manifests(args) -> int:
     import yaml
 
     from .cluster.desired import desired_state
+    from .plans import load_plan
 
     pipeline = load_pipeline(args.spec)
     if args.plan:
-        the_plan = Plan.from_json(Path(args.plan).read_text())
+        the_plan = load_plan(args.plan)
     else:
         the_plan = plan(pipeline.spec, pipeline.profiles, args.load, policy=args.policy)
     docs = desired_state(the_plan, pipeline.spec, base=Path(args.spec).parent)
     source = f"plan {args.plan}" if args.plan else f"{args.policy} at {args.load:g} req/s"
     header = f"# Rendered by `ipa manifests` from {args.spec} ({source}); plan {the_plan.plan_id}.\n"
+    if not the_plan.feasible:
+        # Rendered all the same (it is what the controller would apply), but never without saying so.
+        why = " ".join(the_plan.message.split()) or "it cannot meet the SLA at this load"
+        print(f"warning: the plan is INFEASIBLE: {why}", file=sys.stderr)
+        header += f"# WARNING: the plan is INFEASIBLE: {why}\n"
     text = header + yaml.safe_dump_all(docs, sort_keys=False)
     if args.out:
         Path(args.out).write_text(text)
@@ -585,6 +598,25 @@ def cmd_manifests(args) -> int:
 
 
 # ---- simulate ---------------------------------------------------------------------------------------
+def _check_window(trace, start: int, duration: int, path) -> None:
+    """A window must lie in the trace (else the simulator replays nothing and reports a perfect run), and
+    the trace must hold a day for the forecaster, which trains on its first days."""
+    from .forecasting.sources import SECONDS_PER_DAY
+
+    n = len(trace)
+    if start + duration > n:
+        latest = f"--start {n - duration} at the latest" if duration <= n else "a shorter --duration"
+        raise ValueError(
+            f"the window --start {start} --duration {duration} ends at second {start + duration}, after the "
+            f"end of trace {path} ({n} s, {n / SECONDS_PER_DAY:.2f} days): give {latest}"
+        )
+    if n < SECONDS_PER_DAY:
+        raise ValueError(
+            f"trace {path} has {n} s; the forecaster trains on the trace's first days, so it needs at least "
+            f"one whole day ({SECONDS_PER_DAY} s)"
+        )
+
+
 def _spec_overrides(args) -> dict:
     out = {"quantile": args.quantile, "interval_s": args.interval, "latency_headroom": args.latency_headroom}
     return {k: v for k, v in out.items() if v is not None}
@@ -614,6 +646,10 @@ def cmd_simulate(args) -> int:
             for part in args.pipelines.split(",")
             for s in (sorted(Path(part).glob("*.yaml")) if Path(part).is_dir() else [Path(part)])
         ]
+        if not specs:
+            raise ValueError(f"--pipelines {args.pipelines}: no pipeline spec (*.yaml) there")
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise ValueError(f"--out {args.out} is a file; the report needs a folder")
         report = ev.evaluate(
             specs,
             trace,
@@ -634,6 +670,7 @@ def cmd_simulate(args) -> int:
     if args.pattern:
         pieces = ev.test_patterns(trace)[args.pattern].pieces
     elif args.start is not None:
+        _check_window(trace, args.start, args.duration, args.trace or default_trace())
         pieces = ((args.start, args.duration),)
         if say and ev.trains_on(trace, args.start):
             say(
@@ -744,10 +781,49 @@ def _demo_e2e(args) -> int:
 
 # ---- profiles ---------------------------------------------------------------------------------------
 def cmd_profiles_import(args) -> int:
-    profiles = import_reference_jsonl(args.file, hardware=args.hardware, source=args.source or str(args.file))
-    Path(args.out).write_text(json.dumps(profiles.to_dict(), indent=1))
-    print(f"wrote {len(profiles)} profiles to {args.out}")
+    out = Path(args.out)
+    try:
+        profiles = import_reference_jsonl(
+            args.file, hardware=args.hardware, source=args.source or str(args.file)
+        )
+    except OSError as exc:
+        raise ProfileError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError, IndexError, EOFError) as exc:
+        raise ProfileError(
+            f"{args.file} is not a torchvision profile dump (JSON lines: the environment, then one cell "
+            f"per line): {type(exc).__name__} {exc}"
+        ) from None
+    out.write_text(json.dumps(profiles.to_dict(), indent=1))
+    print(f"wrote {len(profiles)} profiles to {out}")
     return 0
+
+
+def cmd_profiles_push(args) -> int:
+    """File profiles in MLflow: the given files, or every one `ipa profile` kept because MLflow failed."""
+    from .profiling.filing import pending, pending_dir, push
+
+    files = args.files or pending()
+    if not files:
+        if args.json:
+            _print_json({"filed": [], "failed": [], "left": [], "unreachable": ""})
+        else:
+            print(f"nothing to file: no pending profiles in {pending_dir()}")
+        return 0
+    registry = _registry(args.tracking_uri)
+    report = push(registry, files)
+    if args.json:
+        _print_json({**report.to_dict(), "tracking_uri": registry.tracking_uri})
+    else:
+        for f in report.filed:
+            print(f"filed {f['profile_id']} from {f['file']}: MLflow run {f['run_id']}")
+        for f in report.failed:
+            print(f"error: {f['file']} not filed: {f['error']}", file=sys.stderr)
+        if report.left:
+            print(
+                f"not tried ({len(report.left)}, MLflow stopped answering): {', '.join(report.left)}",
+                file=sys.stderr,
+            )
+    return 0 if not (report.failed or report.left) else 1
 
 
 def cmd_profiles_compare(args) -> int:
@@ -778,26 +854,31 @@ def cmd_profiles_compare(args) -> int:
     return 0
 
 
-def _headroom(text: str) -> float:
-    """An argparse type for limits.latency_headroom: a share of the SLA, at least 0 and below 1."""
-    try:
-        h = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a share of the SLA such as 0.2, got {text!r}") from None
-    if not 0 <= h < 1:
-        raise argparse.ArgumentTypeError(f"a latency headroom is at least 0 and below 1, e.g. 0.2, not {h:g}")
-    return h
+# ---- selfcheck --------------------------------------------------------------------------------------
+def cmd_selfcheck(args) -> int:
+    """Run the bad-input corpus; exit 1 when any case is a traceback, silent, hang, unclear or refused."""
+    import time
 
+    from . import selfcheck
+    from .selfcheck.report import render
 
-def _open_probability(text: str) -> float:
-    """An argparse type for a quantile: a number strictly between 0 and 1."""
-    try:
-        q = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number such as 0.95, got {text!r}") from None
-    if not 0 < q < 1:
-        raise argparse.ArgumentTypeError(f"a quantile lies strictly between 0 and 1, such as 0.95, not {q:g}")
-    return q
+    cases = selfcheck.select(selfcheck.load_cases(), args.case)
+    last = [time.perf_counter()]
+
+    def progress(i: int, n: int, row) -> None:  # on stderr, every 5 s and for each slow case
+        now = time.perf_counter()
+        if row.outcome == "hang" or row.seconds >= 5 or now - last[0] >= 5:
+            last[0] = now
+            print(
+                f"  selfcheck: {i}/{n} done; {row.id}: {row.outcome} in {row.seconds:.1f} s", file=sys.stderr
+            )
+
+    report = selfcheck.run_cases(cases, timeout_s=args.timeout, on_row=progress)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        render(report, _console())
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -812,11 +893,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="solve the program for one load")
     p.add_argument("spec")
-    p.add_argument("--load", type=float, required=True, help="predicted load, requests per second")
+    p.add_argument("--load", type=at.load_rps, required=True, help="predicted load, requests per second")
     p.add_argument("--policy", choices=list(POLICIES), default="ipa")
     p.add_argument("--solver", choices=list(SOLVERS), default="auto")
-    p.add_argument("--out", help="also write the plan as JSON to this file")
-    p.add_argument("--tracking-uri", help="read profiles the spec's files lack from this MLflow")
+    p.add_argument("--out", type=at.out_file, help="also write the plan as JSON to this file")
+    p.add_argument(
+        "--tracking-uri", type=at.tracking_uri, help="read profiles the spec's files lack from this MLflow"
+    )
     p.add_argument("--runtime", help="refuse MLflow profiles measured on another runtime, e.g. torch==2.14.1")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_plan)
@@ -826,9 +909,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accuracy", choices=["sum", "average", "product"], default="sum")
     p.add_argument("--solver", choices=list(SOLVERS), default="auto")
     p.add_argument("--profiles", default=str(REPO_PROFILES / "h100_torchvision.json"))
-    p.add_argument("--max-stages", type=int, default=9)
-    p.add_argument("--max-variants", type=int, default=9)
-    p.add_argument("--repeats", type=int, default=1, help="solves per load (more gives steadier medians)")
+    p.add_argument("--max-stages", type=at.bench_stages, default=9)
+    p.add_argument("--max-variants", type=at.bench_variants, default=9)
+    p.add_argument(
+        "--repeats", type=at.repeats, default=1, help="solves per load (more gives steadier medians)"
+    )
     p.add_argument("--heterogeneous", action="store_true", help="alternate fp16/fp32 stages (no symmetry)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_solver)
@@ -839,17 +924,23 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--model-uri", help="a registered model version: models:/name/version or models:/name@alias"
     )
-    p.add_argument("--name", help="profile name for a registered model (default: the registered name)")
+    p.add_argument(
+        "--name", type=at.name, help="profile name for a registered model (default: the registered name)"
+    )
     p.add_argument("--batch-sizes", default="1,2,4,8")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (cores one replica gets)")
+    p.add_argument("--threads", type=at.threads, default=1, help="CPU threads (cores one replica gets)")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
-    p.add_argument("--hardware", help="the hardware name specs use (default: from the device name)")
     p.add_argument(
-        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or .ipa/mlflow.db)"
+        "--hardware", type=at.name, help="the hardware name specs use (default: from the device name)"
+    )
+    p.add_argument(
+        "--tracking-uri",
+        type=at.tracking_uri,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or .ipa/mlflow.db)",
     )
     p.add_argument("--no-log", action="store_true", help="do not log the profile to MLflow")
-    p.add_argument("--out", help="also write the profile as a profile file (JSON)")
+    p.add_argument("--out", type=at.out_file, help="also write the profile as a profile file (JSON)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profile)
 
@@ -859,10 +950,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     def trace_args(p):
         p.add_argument("--trace", required=True, help="per-second counts, one per line (.txt or .txt.gz)")
-        p.add_argument("--damping", type=float, default=8.0, help="divide every count by this (the paper: 8)")
-        p.add_argument("--train-days", default="0-9")
-        p.add_argument("--test-days", default="10-13")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--damping", type=at.damping, default=8.0, help="divide every count by this (the paper: 8)"
+        )
+        p.add_argument("--train-days", type=at.days, default="0-9")
+        p.add_argument("--test-days", type=at.days, default="10-13")
+        p.add_argument("--seed", type=at.seed, default=0)
         p.add_argument("--json", action="store_true")
 
     from .forecasting.mlflow_store import REGISTRABLE
@@ -873,11 +966,15 @@ def build_parser() -> argparse.ArgumentParser:
     trace_args(p)
     p.add_argument("--model", choices=list(FORECASTERS), default="lstm-quantile")
     p.add_argument("--model-uri", help="backtest a registered forecaster instead of fitting one")
-    p.add_argument("--tracking-uri")
+    p.add_argument("--tracking-uri", type=at.tracking_uri)
     p.add_argument(
-        "--quantile", type=_open_probability, help="score an upper quantile (e.g. 0.95) instead of the point"
+        "--quantile", type=at.quantile, help="score an upper quantile (e.g. 0.95) instead of the point"
     )
-    p.add_argument("--plot", help="write a PNG of where it missed: its worst hour, by minute and by hour")
+    p.add_argument(
+        "--plot",
+        type=at.out_file_in_new_folder,
+        help="write a PNG of where it missed: its worst hour, by minute and by hour",
+    )
     p.set_defaults(func=cmd_forecast_backtest)
 
     p = forecast.add_parser(
@@ -885,32 +982,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--prometheus", required=True, help="the server's URL, e.g. http://prometheus:9090")
     p.add_argument("--query", default=PrometheusSource.query, help="PromQL for the pipeline's rate (req/s)")
-    p.add_argument("--days", type=int, help="the last N whole UTC days")
-    p.add_argument("--start", type=int, help="or: the first second (unix time; taken back to the hour)")
-    p.add_argument("--end", type=int, help="and the second after the last (unix time)")
-    p.add_argument("--out", required=True, help="the trace file to write (.txt or .txt.gz)")
+    p.add_argument("--days", type=at.export_days, help="the last N whole UTC days")
+    p.add_argument("--start", type=at.unix_s, help="or: the first second (unix time; taken back to the hour)")
+    p.add_argument("--end", type=at.unix_s, help="and the second after the last (unix time)")
+    p.add_argument(
+        "--out",
+        type=at.out_file_in_new_folder,
+        required=True,
+        help="the trace file to write (.txt or .txt.gz)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_forecast_export)
 
     p = forecast.add_parser("compare", help="every forecaster, point and quantiles, on the same days")
     trace_args(p)
-    p.add_argument("--plot", help="write the trade-off curves (under-prediction against over-provisioning)")
+    p.add_argument(
+        "--plot",
+        type=at.out_file_in_new_folder,
+        help="write the trade-off curves (under-prediction against over-provisioning)",
+    )
     p.set_defaults(func=cmd_forecast_compare)
 
     p = forecast.add_parser("train", help="train a forecaster and register it in MLflow with its backtest")
     trace_args(p)
     p.add_argument("--model", choices=list(REGISTRABLE), default="lstm-quantile")
-    p.add_argument("--registered-name", default="ipa-load-forecaster")
-    p.add_argument("--tracking-uri")
+    p.add_argument("--registered-name", type=at.name, default="ipa-load-forecaster")
+    p.add_argument("--tracking-uri", type=at.tracking_uri)
     p.set_defaults(func=cmd_forecast_train)
 
     p = sub.add_parser("manifests", help="render the Deployments of a plan as YAML, without a cluster")
     p.add_argument("spec")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--plan", help="a plan written by `ipa plan --out`")
-    which.add_argument("--load", type=float, help="plan for this load (req/s) first")
+    which.add_argument("--load", type=at.load_rps, help="plan for this load (req/s) first")
     p.add_argument("--policy", default="ipa", choices=list(POLICIES))
-    p.add_argument("--out", help="write to this file instead of stdout")
+    p.add_argument("--out", type=at.out_file, help="write to this file instead of stdout")
     p.set_defaults(func=cmd_manifests)
 
     p = sub.add_parser("reconcile", help="apply a plan to the cluster (or preview it with --dry-run)")
@@ -920,6 +1026,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["simulated", "kubernetes"], default="simulated")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config or in-cluster)")
     p.add_argument("--state-file", help="simulated backend: where its cluster state lives")
+    p.add_argument(
+        "--lock-wait",
+        type=at.wait_s,
+        default=30.0,
+        metavar="S",
+        help="wait up to S seconds for another reconcile of the same pipeline to finish (default 30)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reconcile)
 
@@ -930,10 +1043,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", help="a pipeline spec, or 'patterns', or 'evaluate'")
     p.add_argument("--trace", help="per-second counts (default: the shipped Twitter trace)")
-    p.add_argument("--damping", type=float, default=8.0)
+    p.add_argument("--damping", type=at.damping, default=8.0)
     p.add_argument("--pattern", choices=["bursty", "steady-low", "steady-high", "fluctuating"])
-    p.add_argument("--start", type=int, help="first second of the window")
-    p.add_argument("--duration", type=int, default=1200)
+    p.add_argument("--start", type=at.second, help="first second of the window")
+    p.add_argument("--duration", type=at.window_s, default=1200, help="seconds of the window")
     sim_policies = ",".join([*POLICIES, "hpa"])
     p.add_argument("--policy", default="ipa", help=f"{sim_policies} (comma-separated)")
     p.add_argument("--policies", default=sim_policies, help="evaluate: the policies")
@@ -946,18 +1059,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--interval",
-        type=float,
+        type=at.interval_s,
         help="decide every this many seconds instead of each spec's adaptation.interval_s",
     )
     p.add_argument(
         "--latency-headroom",
-        type=_headroom,
+        type=at.headroom,
         help="keep this share of the SLA free when planning (e.g. 0.2) instead of each spec's "
         "limits.latency_headroom",
     )
     p.add_argument(
         "--random-windows",
-        type=int,
+        type=at.random_windows,
         default=0,
         help="evaluate: also summarise every policy over N random windows of the test days",
     )
@@ -967,8 +1080,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate: a folder of specs, or spec files separated by commas",
     )
     p.add_argument("--out", default="reports/simulation", help="evaluate: report folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", help="write a PNG of load, accuracy, cost and p99 over time")
+    p.add_argument("--seed", type=at.seed, default=0)
+    p.add_argument("--plot", type=at.out_file, help="write a PNG of load, accuracy, cost and p99 over time")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_simulate)
 
@@ -988,25 +1101,81 @@ def build_parser() -> argparse.ArgumentParser:
         "import-reference", help="convert a torchvision profile dump (JSONL) to a profile file"
     )
     p.add_argument("file")
-    p.add_argument("--hardware", required=True, help="hardware name the specs will use, e.g. h100")
+    p.add_argument(
+        "--hardware", type=at.name, required=True, help="hardware name the specs will use, e.g. h100"
+    )
     p.add_argument("--source", help="provenance text (default: the file name)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", type=at.out_file, required=True)
     p.set_defaults(func=cmd_profiles_import)
     p = profiles.add_parser("compare", help="ratio of p50 latencies against reference profiles")
     p.add_argument("ours", nargs="+", help="profile files")
     p.add_argument("--reference", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profiles_compare)
+    p = profiles.add_parser(
+        "push", help="file profiles in MLflow (default: every one `ipa profile` kept when MLflow failed)"
+    )
+    p.add_argument(
+        "files", nargs="*", help="profile files written by `ipa profile` (default: the pending ones)"
+    )
+    p.add_argument(
+        "--tracking-uri",
+        type=at.tracking_uri,
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or .ipa/mlflow.db)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profiles_push)
+
+    p = sub.add_parser(
+        "selfcheck",
+        help="run the bad-input corpus: every case must end in a clear error (or succeed, if good)",
+    )
+    p.add_argument("--case", help="run only the case with this id, or those whose id this regex finds")
+    p.add_argument(
+        "--timeout", type=at.timeout_s, help="seconds each case may take (default: each case's timeout_s)"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_selfcheck)
     return parser
+
+
+# Errors about the user's input or environment: `error: ...`, exit 2. OSError is one (a file that cannot
+# be read or written, a server that does not answer): its message names the file or the address.
+USER_ERRORS = (SpecError, ProfileError, ValueError, RuntimeError, KeyError, OSError)
+# Subclasses of those that are bugs, not input: shown as internal errors.
+BUGS = (RecursionError, NotImplementedError)
+INTERNAL_ERROR = 3  # `ipa selfcheck` counts this exit status as a traceback
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (SpecError, ProfileError, ValueError, RuntimeError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if isinstance(exc, USER_ERRORS) and not isinstance(exc, BUGS):
+            print(f"error: {_user_error_text(exc)}", file=sys.stderr)
+            return 2
+        # A bug: no traceback for the user, but never hidden either (exit 3, the type, and how to see it).
+        if os.environ.get("IPA_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(
+            "  this is a bug in ipa, not in your input: run again with IPA_DEBUG=1 for the traceback, "
+            "and report it",
+            file=sys.stderr,
+        )
+        return INTERNAL_ERROR
+
+
+def _user_error_text(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]  # str(KeyError) quotes its message
+    return str(exc)
 
 
 if __name__ == "__main__":

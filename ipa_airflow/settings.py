@@ -45,8 +45,51 @@ def default_trace() -> Path:
     )
 
 
+# The stores MLflow 3 builds a tracking store for (mlflow.tracking._tracking_service.utils); "" is a
+# plain path. A database URI may name its driver after a '+' (postgresql+psycopg2://...).
+MLFLOW_SCHEMES = (
+    "",
+    "file",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "mssql",
+    "http",
+    "https",
+    "databricks",
+    "databricks-uc",
+    "uc",
+)
+
+
+def check_tracking_uri(uri: str, *, source: str = "the tracking URI") -> str:
+    """`uri`, or a ValueError naming its scheme and the ones MLflow can use: MLflow's own error for an
+    unknown scheme comes late (after the work whose result it would store) and reads like a crash."""
+    from urllib.parse import urlparse
+
+    if not uri.strip():
+        raise ValueError(f"{source} is empty; give e.g. http://mlflow:5000 or sqlite:///mlflow.db")
+    try:
+        scheme = urlparse(uri).scheme.lower()
+    except ValueError as exc:
+        raise ValueError(f"{source} {uri!r} is not a URI: {exc}") from None
+    if len(scheme) == 1:  # a Windows drive letter: a plain path
+        scheme = ""
+    if scheme.split("+")[0] not in MLFLOW_SCHEMES:
+        raise ValueError(
+            f"{source} {uri!r} has scheme {scheme}://, which MLflow cannot store runs in; use one of "
+            "http(s)://HOST:PORT (a tracking server), sqlite:///FILE.db, postgresql://, mysql://, "
+            "file:///FOLDER or databricks"
+        )
+    return uri
+
+
 def load_settings(*, tracking_uri: str | None = None, home: Path | None = None) -> IpaSettings:
     home = home or _home()
+    if tracking_uri:
+        check_tracking_uri(tracking_uri)
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        check_tracking_uri(os.environ["MLFLOW_TRACKING_URI"], source="MLFLOW_TRACKING_URI")
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
     artifacts = os.environ.get("IPA_MLFLOW_ARTIFACT_ROOT") or (home / "mlartifacts").as_uri()
     return IpaSettings(

@@ -207,8 +207,10 @@ class IpaReconcileOperator(_ClusterMixin, BaseOperator):
         for o in result["stages"]:
             self.log.info("%s: %s %s %s", o["stage"], o["action"], o["status"], o["message"])
         if not result["ok"]:
+            from ipa_airflow.cluster.reconcile import ReconcileResult
+
             raise AirflowException(
-                f"reconcile did not complete: {[(o['stage'], o['status']) for o in result['stages']]}"
+                f"reconcile did not complete: {ReconcileResult.from_dict(result).summary()}"
             )
         return result
 
@@ -377,6 +379,7 @@ class IpaProfileOperator(BaseOperator):
         )
 
     def execute(self, context) -> dict[str, Any]:
+        from ipa_airflow.profiling.filing import keep_and_file
         from ipa_airflow.profiling.sweep import (
             SweepRequest,
             parse_batch_sizes,
@@ -404,15 +407,15 @@ class IpaProfileOperator(BaseOperator):
             )
 
         if self.model_uri:
-            ref, name, version = registry.resolve_model_ref(self.model_uri)
-            result = profile_registered(ref, name, request, on_cell=progress)
+            ref, name, _ = registry.resolve_model_ref(self.model_uri)
+            result = profile_registered(
+                ref, name, request, tracking_uri=registry.tracking_uri, on_cell=progress
+            )
         else:
             result = profile_zoo(self.zoo, request, on_cell=progress)
-        run_id = registry.log_profile(
-            result.profile, result.key, params={"device": self.device, "threads": self.threads}
-        )
-        if self.model_uri:
-            registry.tag_model_version(name, version, result.profile, result.key, run_id)
+        # The CLI's path: kept on disk (IPA_HOME's spool) before MLflow, so a failure to file it says
+        # where it is and `ipa profiles push` files it later, instead of losing the measurement.
+        run_id = keep_and_file(registry, result.profile).run_id
         return {
             "run_id": run_id,
             "profile_id": result.profile.id,

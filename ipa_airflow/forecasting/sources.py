@@ -7,12 +7,16 @@ not care where the numbers came from. A Prometheus history can be written as a t
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
+import http.client
 import json
 import math
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 SECONDS_PER_DAY = 86_400
+MAX_HISTORY_DAYS = 366  # the most `history` reads in one call, as `ipa forecast export --days` allows
 
 
 class LoadSourceError(RuntimeError):
@@ -27,23 +32,65 @@ class LoadSourceError(RuntimeError):
 
 
 def read_trace(path: str | Path, *, damping: float = 1.0) -> np.ndarray:
-    """One number per line = requests in that second (.txt or .txt.gz), divided by `damping`."""
+    """One number per line = requests in that second (.txt or .txt.gz), divided by `damping`.
+
+    Anything else is a LoadSourceError naming the file and, where one is to blame, its line: a cut
+    `.gz`, a line that is not one number, a negative or non-finite count, or no count at all. A trace
+    is what the forecasters learn load from, so a wrong number must never pass as load."""
     path = Path(path)
-    if damping <= 0:
-        raise ValueError(f"damping must be positive, got {damping}")
+    if not (isinstance(damping, int | float | np.number) and math.isfinite(damping) and damping > 0):
+        raise ValueError(f"damping must be a positive finite number, got {damping}")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rt") as fh:
+        with opener(path, "rt") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns on an empty file; that is reported below
             values = np.loadtxt(fh, dtype=np.float64, ndmin=1)
-    except OSError as exc:
+    except EOFError:
+        raise LoadSourceError(
+            f"trace {path} is cut short: the gzip stream ends early (an interrupted download or copy); "
+            "fetch or write it again"
+        ) from None
+    except (OSError, zlib.error) as exc:  # also gzip.BadGzipFile: a .gz name on something else
         raise LoadSourceError(f"cannot read trace {path}: {exc}") from None
-    except ValueError as exc:
-        raise LoadSourceError(f"trace {path} is not one number per line: {exc}") from None
+    except ValueError:  # not a number, or not one per line: find the line to name
+        raise LoadSourceError(_first_bad_line(path, opener)) from None
+    if values.ndim != 1:
+        raise LoadSourceError(_first_bad_line(path, opener))
     if values.size == 0:
-        raise LoadSourceError(f"trace {path} is empty")
-    if (values < 0).any() or not np.isfinite(values).all():
-        raise LoadSourceError(f"trace {path} holds negative or non-finite counts")
+        raise LoadSourceError(f"trace {path} is empty: it needs one request count per line, per second")
+    bad = ~np.isfinite(values) | (values < 0)
+    if bad.any():
+        raise LoadSourceError(_first_bad_line(path, opener))
     return values / damping
+
+
+def _first_bad_line(path: Path, opener) -> str:
+    """The first line of a trace that is not one finite, non-negative number, as an error message. Only
+    called once the fast reader has refused the file, so the slow line-by-line scan costs nothing on a
+    good trace."""
+    try:
+        with opener(path, "rt") as fh:
+            for n, line in enumerate(fh, start=1):
+                text = line.split("#", 1)[0].strip()
+                if not text:
+                    continue
+                fields = text.split()
+                if len(fields) != 1:
+                    return (
+                        f"trace {path}, line {n}: {len(fields)} values ({text[:60]!r}); one number per line"
+                    )
+                try:
+                    value = float(fields[0])
+                except ValueError:
+                    return f"trace {path}, line {n}: {fields[0][:60]!r} is not a number (one number per line)"
+                if not math.isfinite(value) or value < 0:
+                    return (
+                        f"trace {path}, line {n}: {fields[0][:60]!r} is not a request count "
+                        "(counts are finite and at least 0)"
+                    )
+    except (OSError, EOFError, ValueError, zlib.error) as exc:
+        return f"cannot read trace {path}: {exc}"
+    return f"trace {path} is not one number per line"
 
 
 def days(series: np.ndarray, first: int, last: int) -> np.ndarray:
@@ -112,21 +159,49 @@ MAX_POINTS_PER_QUERY = 3 * 3600
 
 @dataclass(frozen=True)
 class PrometheusSource:
-    """The request rate of a pipeline over the Prometheus HTTP API (a range query at 1-s resolution)."""
+    """The request rate of a pipeline over the Prometheus HTTP API (a range query at 1-s resolution).
+
+    Every answer goes through `decode_range_answer`: an answer that is not a range query result, holds
+    a rate no load can have (+Inf, negative), or has no sample at all is a failed read (LoadSourceError),
+    never load 0. A forecast of 0 from an empty answer would scale the pipeline to its minimum while
+    the traffic is still there."""
 
     url: str  # e.g. http://prometheus:9090
     query: str = "sum(rate(ipa_requests_total[2s]))"
     timeout_s: float = 10.0
+    # The newest sample may lag `end` by the scrape interval and the rate's window; a longer silence
+    # means the series stopped (exporters gone, relabelled, or not scraped), not that load went to 0.
+    stale_after_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if urllib.parse.urlsplit(self.url).scheme not in ("http", "https"):
+            raise ValueError(f"the Prometheus URL must start with http:// or https://, got {self.url!r}")
 
     def rates(self, *, end: float, window_s: int = 120, step_s: float = 1.0) -> np.ndarray:
-        """Per-second rates over the `window_s` seconds before `end` (unix time). Missing steps count as 0."""
+        """Per-second rates over the `window_s` seconds before `end` (unix time). Steps without a sample
+        (or with NaN) count as 0, but a window without any sample, or whose newest sample is more than
+        `stale_after_s` old, is a LoadSourceError."""
         n = int(round(window_s / step_s))
         start = end - window_s + step_s
         out = np.zeros(n)
+        newest = -math.inf
         for ts, v in self._points(start, end, step_s):
             i = int(round((ts - start) / step_s))
             if 0 <= i < n and math.isfinite(v):
                 out[i] = v
+                newest = max(newest, ts)
+        if newest == -math.inf:
+            raise LoadSourceError(
+                f"Prometheus at {self.url} has no sample of `{self.query}` in the {window_s:g} s before "
+                f"{_utc(end)} (an empty or NaN answer): a failed read, not zero load. Check the query, "
+                "that the model servers export the metric and that Prometheus scrapes them"
+            )
+        if end - newest > self.stale_after_s:
+            raise LoadSourceError(
+                f"the newest sample of `{self.query}` at {self.url} is {end - newest:.0f} s old "
+                f"(at most {self.stale_after_s:g} s expected): the series stopped, which is a failed read, "
+                "not zero load. Check that Prometheus still scrapes the model servers"
+            )
         return out
 
     def history(
@@ -142,6 +217,11 @@ class PrometheusSource:
         each. Seconds without a sample count as 0 and are left out of `History.covered`."""
         if end <= start:
             raise ValueError(f"the history must end after it starts, got {start} to {end}")
+        if end - start > MAX_HISTORY_DAYS * SECONDS_PER_DAY:  # one float per second: a year is 250 MB
+            raise ValueError(
+                f"the history from {start} to {end} spans {(end - start) / SECONDS_PER_DAY:.0f} days; "
+                f"read at most {MAX_HISTORY_DAYS} at a time (--start/--end, or --days)"
+            )
         out = np.zeros(end - start)
         seen = np.zeros(end - start, dtype=bool)
         for lo in range(start, end, chunk_s):
@@ -160,31 +240,80 @@ class PrometheusSource:
         url = f"{self.url.rstrip('/')}/api/v1/query_range?{urllib.parse.urlencode(params)}"
         try:
             with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
-                body = resp.read()
+                body = resp.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as exc:
             detail = exc.read()[:300].decode(errors="replace")
             raise LoadSourceError(
                 f"Prometheus at {self.url} answered {exc.code} to `{self.query}`: {detail}"
             ) from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise LoadSourceError(f"cannot reach Prometheus at {self.url}: {exc}") from None
-        try:
-            doc = json.loads(body)
-            if doc.get("status") != "success":
-                raise LoadSourceError(f"Prometheus query `{self.query}` failed: {doc.get('error', doc)}")
-            result = doc["data"]["result"]
-            if not isinstance(result, list):
-                raise TypeError("the result of a range query is a list of series")
-            if len(result) > 1:
-                raise LoadSourceError(
-                    f"`{self.query}` returned {len(result)} series; aggregate it to one (sum(...))"
-                )
-            return [(float(ts), float(value)) for ts, value in (result[0]["values"] if result else [])]
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: a peer that is not an HTTP server, or that hung up mid-answer
+            raise LoadSourceError(f"cannot reach Prometheus at {self.url}: {exc!r:.300}") from None
+        if len(body) > MAX_ANSWER_BYTES:
             raise LoadSourceError(
-                f"Prometheus at {self.url} answered something that is not a range query result: "
-                f"{body[:200]!r}"
-            ) from None
+                f"Prometheus at {self.url} answered more than {MAX_ANSWER_BYTES >> 20} MiB to `{self.query}`"
+            )
+        return decode_range_answer(body, where=f"Prometheus at {self.url}", query=self.query)
+
+
+# A range query of 11,000 points is well under 1 MiB; anything far larger is not Prometheus answering.
+MAX_ANSWER_BYTES = 32 << 20
+
+
+def decode_range_answer(body: bytes, *, where: str, query: str) -> list[tuple[float, float]]:
+    """The (unix time, value) points of a range query's answer with one series (none when it is empty).
+
+    NaN values are kept (they count as no sample); a status other than success, an answer that is not
+    a `matrix`, more than one series, a point that is not [time, number], a time that is not finite, and
+    a rate of +-Inf or below 0 are LoadSourceErrors: no request rate can be any of them."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):  # also UnicodeDecodeError
+        raise LoadSourceError(
+            f"{where} answered something that is not a range query result (not JSON): {body[:200]!r}"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("data", {}), dict):
+        raise LoadSourceError(f"{where} answered something that is not a range query result: {body[:200]!r}")
+    if doc.get("status") != "success":
+        why = doc.get("error") or doc.get("status") or "no status"
+        raise LoadSourceError(f"the query `{query}` failed ({where}): {str(why)[:300]}")
+    data = doc.get("data", {})
+    kind = data.get("resultType", "matrix")  # a proxy may drop it; the result's shape is checked below
+    if kind != "matrix":
+        raise LoadSourceError(
+            f"{where} answered a {str(kind)[:40]!r} result, not a range query result (matrix), to `{query}`"
+        )
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise LoadSourceError(f"{where} answered something that is not a range query result: {body[:200]!r}")
+    if len(result) > 1:
+        raise LoadSourceError(f"`{query}` returned {len(result)} series; aggregate it to one (sum(...))")
+    if not result:
+        return []
+    try:
+        points = [(float(ts), float(value)) for ts, value in result[0]["values"]]
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+        raise LoadSourceError(
+            f"{where} answered something that is not a range query result: {body[:200]!r}"
+        ) from None
+    for ts, value in points:
+        if not math.isfinite(ts):
+            raise LoadSourceError(
+                f"{where} answered a sample at time {ts} for `{query}`: not a range query result"
+            )
+        if value < 0 or math.isinf(value):
+            raise LoadSourceError(
+                f"{where} answered {value:g} req/s at {_utc(ts)} for `{query}`: no request rate is "
+                "negative or infinite. Check the query (rate() of a counter) and the exporter"
+            )
+    return points
+
+
+def _utc(t: float) -> str:
+    try:
+        return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        return f"unix time {t:g}"
 
 
 @dataclass(frozen=True)

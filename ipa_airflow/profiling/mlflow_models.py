@@ -4,6 +4,7 @@ through pyfunc `predict`."""
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,30 +20,30 @@ class LoadedModel:
     example: np.ndarray  # one sample, without the batch axis
     input_desc: str
     runner: Callable[[int, str, str], Callable[[], None]]  # (batch, device, dtype) -> run one batch
+    # The downloaded model's folder, removed with this object: a pyfunc model may read files from it.
+    workdir: tempfile.TemporaryDirectory | None = None
 
 
-def _one_sample(model_uri: str) -> tuple[np.ndarray, str]:
-    import mlflow
+def _one_sample(local: str, model_uri: str) -> tuple[np.ndarray, str]:
+    """One input sample of the model downloaded to `local`, from its input example or signature."""
     from mlflow.models import Model
 
-    with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
-        meta = Model.load(local)
-        if meta.saved_input_example_info:
-            example = meta.load_input_example(local)
-            arr = np.asarray(example)
-            if arr.ndim >= 1 and arr.shape[0] >= 1:
-                return arr[:1].astype(np.float32, copy=False)[0], f"input example {list(arr.shape[1:])}"
-        sig = meta.signature
-        if sig is not None and sig.inputs is not None and sig.inputs.is_tensor_spec():
-            spec = sig.inputs.inputs[0]
-            shape = [d for d in spec.shape[1:]]
-            if any(d is None or d < 0 for d in shape):
-                raise ProfileError(
-                    f"{model_uri}: signature shape {spec.shape} has unknown dimensions; "
-                    "log the model with an input_example"
-                )
-            return np.random.default_rng(0).standard_normal(shape).astype(spec.type), f"signature {shape}"
+    meta = Model.load(local)
+    if meta.saved_input_example_info:
+        example = meta.load_input_example(local)
+        arr = np.asarray(example)
+        if arr.ndim >= 1 and arr.shape[0] >= 1:
+            return arr[:1].astype(np.float32, copy=False)[0], f"input example {list(arr.shape[1:])}"
+    sig = meta.signature
+    if sig is not None and sig.inputs is not None and sig.inputs.is_tensor_spec():
+        spec = sig.inputs.inputs[0]
+        shape = [d for d in spec.shape[1:]]
+        if any(d is None or d < 0 for d in shape):
+            raise ProfileError(
+                f"{model_uri}: signature shape {spec.shape} has unknown dimensions; "
+                "log the model with an input_example"
+            )
+        return np.random.default_rng(0).standard_normal(shape).astype(spec.type), f"signature {shape}"
     raise ProfileError(
         f"{model_uri} has neither an input example nor a tensor signature; log it with "
         "input_example=... so it can be profiled"
@@ -65,16 +66,37 @@ def _explained(run: Callable[[], None], model_uri: str, batch: int) -> Callable[
     return checked
 
 
-def load_model(model_uri: str, device: str) -> LoadedModel:
-    import mlflow
-    from mlflow.models import get_model_info
+def load_model(model_uri: str, device: str, *, tracking_uri: str | None = None) -> LoadedModel:
+    """Load a registered model version from the MLflow at `tracking_uri` (its registry too).
 
-    info = get_model_info(model_uri)
-    sample, desc = _one_sample(model_uri)
-    if "pytorch" in info.flavors:
+    The model is downloaded once, through that URI, and loaded from the local copy: MLflow's loaders
+    resolve `models:/` through the process-wide tracking and registry URIs, which the GPU profiling pod
+    never sets (it passes only --tracking-uri), and which default to a `./mlflow.db` they would create."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.models import Model
+
+    from ..registry.mlflow_profiles import mlflow_errors
+
+    workdir = tempfile.TemporaryDirectory(prefix="ipa-model-")
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    with mlflow_errors(uri, f"download {model_uri}"):
+        source = model_uri
+        version = re.fullmatch(r"models:/(.+)/(\d+)", model_uri)
+        if version:
+            # Resolve the version here: MLflow's own `models:/` resolution asks the process-wide
+            # registry URI even when download_artifacts is given one.
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            source = client.get_model_version_download_uri(version[1], version[2])
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=source, dst_path=workdir.name, tracking_uri=uri, registry_uri=uri
+        )
+    flavors = Model.load(local).flavors
+    sample, desc = _one_sample(local, model_uri)
+    if "pytorch" in flavors:
         import torch
 
-        module = mlflow.pytorch.load_model(model_uri, map_location=device)
+        module = mlflow.pytorch.load_model(local, map_location=device)
         try:
             module.eval()
         except (NotImplementedError, RuntimeError):
@@ -96,12 +118,12 @@ def load_model(model_uri: str, device: str) -> LoadedModel:
 
             return _explained(run, model_uri, batch)
 
-        return LoadedModel("pytorch", sample, desc, torch_runner)
+        return LoadedModel("pytorch", sample, desc, torch_runner, workdir)
 
-    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    pyfunc = mlflow.pyfunc.load_model(local)
 
     def pyfunc_runner(batch: int, device: str, dtype: str) -> Callable[[], None]:
         x = np.repeat(sample[None, ...], batch, axis=0)
         return _explained(lambda: pyfunc.predict(x), model_uri, batch)
 
-    return LoadedModel("pyfunc", sample, desc, pyfunc_runner)
+    return LoadedModel("pyfunc", sample, desc, pyfunc_runner, workdir)

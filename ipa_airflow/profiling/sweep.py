@@ -119,11 +119,14 @@ def profile_zoo(name: str, request: SweepRequest, **kwargs) -> SweepResult:
     )
 
 
-def profile_registered(model_ref: str, name: str, request: SweepRequest, **kwargs) -> SweepResult:
-    """Profile a registered model version; `model_ref` is the resolved 'models:/name/version'."""
+def profile_registered(
+    model_ref: str, name: str, request: SweepRequest, *, tracking_uri: str | None = None, **kwargs
+) -> SweepResult:
+    """Profile a registered model version; `model_ref` is the resolved 'models:/name/version', loaded from
+    the MLflow at `tracking_uri` (default: MLflow's own setting)."""
     from .mlflow_models import load_model
 
-    loaded = load_model(model_ref, resolve_device(request.device))
+    loaded = load_model(model_ref, resolve_device(request.device), tracking_uri=tracking_uri)
     return sweep(
         request,
         loaded.runner,

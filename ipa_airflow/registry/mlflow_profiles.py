@@ -132,9 +132,6 @@ class MlflowProfileRegistry:
     # ---- writing -----------------------------------------------------------------------------------
     def log_profile(self, profile: Profile, key: ProfileKey, *, params: dict | None = None) -> str:
         """One run holding the whole profile; returns its run id."""
-        from mlflow.entities import Metric, Param
-
-        curve = profile.curve("p99")
         env = profile.provenance.get("environment", {})
         tags = {
             **key.to_tags(),
@@ -144,6 +141,22 @@ class MlflowProfileRegistry:
         }
         run = self._call("create a profile run", self.client.create_run, self.experiment_id(), tags=tags)
         run_id = run.info.run_id
+        try:
+            self._fill_profile_run(run_id, profile, params)
+        except RegistryError:
+            # Readers take FINISHED runs only; mark this one FAILED if MLflow still answers, so nobody
+            # mistakes it for a profile in progress. The caller keeps the profile on disk to file again.
+            try:
+                self.client.set_terminated(run_id, "FAILED")
+            except Exception:  # noqa: BLE001 - MLflow is failing already; the first error is the one to report
+                log.debug("could not mark the unfinished profile run %s as failed", run_id)
+            raise
+        return run_id
+
+    def _fill_profile_run(self, run_id: str, profile: Profile, params: dict | None) -> None:
+        from mlflow.entities import Metric, Param
+
+        curve = profile.curve("p99")
         all_params = {
             "model": profile.model,
             "hardware": profile.hardware,
@@ -180,7 +193,6 @@ class MlflowProfileRegistry:
             "log the profile table", self.client.log_table, run_id, _table(profile), "profile_table.json"
         )
         self._call("finish the run", self.client.set_terminated, run_id)
-        return run_id
 
     @staticmethod
     def _write_artifacts(profile: Profile, folder: Path) -> None:

@@ -273,7 +273,26 @@ def test_forged_and_stale_webhooks_are_refused(receiver):
     )
     assert post(good) == 401  # unsigned
     assert not [e for e in _asset_events() if e.get("name") == "x"]
-    assert post({**good, "X-MLflow-Signature": sign(SECRET, "d1", now, body)}) == 200
+    signed = {**good, "X-MLflow-Signature": sign(SECRET, "d1", now, body)}
+    assert post(signed) == 200
+    assert post(signed) == 409  # the same delivery again: a replay, no second profiling run
+    assert len([e for e in _asset_events() if e.get("name") == "x"]) == 1
+    assert post({**signed, "X-MLflow-Signature": "v1,\u00e9".encode("latin-1")}) == 400  # not a 500
+    assert post({**signed, "Content-Length": str(64 << 20)}) == 413  # refused before reading 64 MiB
+
+
+def test_a_replay_sent_to_another_worker_is_refused_through_the_database(receiver):
+    """Each API-server worker has its own in-memory guard; the asset events in the metadata database,
+    which every worker shares, carry the delivery id and refuse the second copy."""
+    from ipa_airflow.webhooks import DeliveryReplayed
+    from ipa_airflow_provider.plugin import emit_model_version_event
+
+    delivery = f"worker-{uuid.uuid4().hex[:8]}"
+    emit_model_version_event("y", "1", "mlflow-webhook", delivery_id=delivery)
+    with pytest.raises(DeliveryReplayed, match="a replay"):
+        emit_model_version_event("y", "1", "mlflow-webhook", delivery_id=delivery)
+    [event] = [e for e in _asset_events() if e.get("delivery_id") == delivery]
+    assert event == {"name": "y", "version": "1", "source": "mlflow-webhook", "delivery_id": delivery}
 
 
 def test_profiling_dag_profiles_a_registered_version(dagbag, ipa_env, mlflow_server, monkeypatch):

@@ -186,3 +186,136 @@ def test_a_pyfunc_model_is_profiled_through_predict(registered):
     assert result.profile.task == "pyfunc"
     assert result.profile.measured_batches == [1, 8]
     assert result.key.model_ref == "models:/scaler/1"
+
+
+# ---- measured work is never thrown away --------------------------------------------------------------
+class Cuttable:
+    """A loopback TCP forwarder to `target` that can be cut, existing connections included: MLflow going
+    away between the measuring and the filing, without stopping the session's server."""
+
+    def __init__(self, target_port: int):
+        import socket
+        import threading
+
+        self._socket, self._threading, self._target = socket, threading, target_port
+        self._open: list = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # cut
+            upstream = self._socket.create_connection(("127.0.0.1", self._target))
+            self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                self._threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self):
+        # shutdown() first: a bare close() leaves the socket listening while accept() blocks on it
+        self._listener.shutdown(self._socket.SHUT_RDWR)
+        self._listener.close()
+        for s in self._open:
+            try:
+                s.shutdown(self._socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def fail_fast(monkeypatch, tmp_path):
+    """No retries against a dead MLflow (the project's defaults wait a few seconds), and a fresh IPA_HOME."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    monkeypatch.setenv("IPA_HOME", str(tmp_path / "ipa"))
+    return tmp_path / "ipa" / "pending-profiles"
+
+
+def test_a_profile_mlflow_loses_mid_run_is_kept_and_filed_by_profiles_push(
+    registered, fail_fast, monkeypatch, capsys
+):
+    from mlflow import MlflowClient
+
+    import ipa_airflow.profiling.sweep as sweep
+
+    proxy = Cuttable(int(registered.rsplit(":", 1)[1]))
+    measured = sweep.summarise
+
+    def summarise_then_cut(result):  # the measuring is done: now MLflow goes away
+        proxy.cut()
+        return measured(result)
+
+    monkeypatch.setattr(sweep, "summarise", summarise_then_cut)
+    argv = ["profile", "--model-uri", "models:/tiny-classifier/1", "--batch-sizes", "1", "--device", "cpu"]
+    assert main([*argv, "--hardware", "cut-cpu", "--tracking-uri", proxy.url]) == 2
+    err = capsys.readouterr().err
+    [kept] = list(fail_fast.glob("*.json"))
+    assert f"cannot reach MLflow at {proxy.url}" in err and f"The profile is kept in {kept}" in err
+    assert "`ipa profiles push" in err
+
+    assert main(["profiles", "push", "--tracking-uri", registered, "--json"]) == 0
+    [filed] = json.loads(capsys.readouterr().out)["filed"]
+    assert filed["profile_id"] == "tiny-classifier/cut-cpu/fp32/cpu=1" and not list(fail_fast.glob("*.json"))
+    client = MlflowClient(registered)
+    run = client.get_run(filed["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["ipa.model_ref"] == "models:/tiny-classifier/1"
+    tags = client.get_model_version("tiny-classifier", "1").tags
+    assert tags["ipa.profile.cut-cpu.cpu1.fp32.run_id"] == filed["run_id"]
+
+
+def test_profiles_push_to_a_dead_mlflow_keeps_every_file(fail_fast, capsys):
+    from ipa_airflow.profiles import BatchPoint, Profile
+    from ipa_airflow.profiling.filing import keep
+
+    points = (BatchPoint(1, 1.0, 1.1, 1.2, 1.05, 900.0),)
+    env = {"torch": "2.14.1", "device": "cpu", "threads": 1}
+    prov = {"model_ref": "zoo:resnet18", "environment": env}
+    kept = [keep(Profile(f"m{i}", "h", "fp32", "cpu=1", points, provenance=prov)) for i in range(2)]
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert main(["profiles", "push", "--tracking-uri", dead]) == 1
+    err = capsys.readouterr().err
+    assert f"{kept[0]} not filed: cannot reach MLflow at {dead}" in err and "not tried (1" in err
+    assert sorted(fail_fast.glob("*.json")) == sorted(kept)
+    # the next `ipa profile` says so before measuring anything
+    assert main(["profile", "--zoo", "resnet18", "--device", "cpu", "--tracking-uri", dead]) == 2
+    assert "2 profile(s) measured earlier wait in" in capsys.readouterr().err
+
+
+def test_the_model_is_loaded_through_the_tracking_uri_given_and_nothing_lands_in_the_cwd(
+    registered, fail_fast, tmp_path, monkeypatch, capsys
+):
+    """The GPU profiling pod passes only --tracking-uri: no MLFLOW_TRACKING_URI, no process-wide URI."""
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
+    argv = ["profile", "--model-uri", "models:/tiny-classifier/1", "--batch-sizes", "1", "--device", "cpu"]
+    assert (
+        main([*argv, "--hardware", "pod-cpu", "--tracking-uri", registered, "--out", "p.json", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["model_ref"] == "models:/tiny-classifier/1"
+    assert sorted(p.name for p in cwd.iterdir()) == ["p.json"]  # no stray ./mlflow.db

@@ -11,9 +11,10 @@ import urllib.request
 import numpy as np
 import pytest
 
+from ipa_airflow.forecasting.base import Forecast
 from ipa_airflow.forecasting.registry import forecaster
 from ipa_airflow.forecasting.sources import LoadSourceError, PrometheusSource
-from ipa_airflow.forecasting.step import forecast_step
+from ipa_airflow.forecasting.step import forecast_for, forecast_step
 from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -72,3 +73,28 @@ def test_something_that_is_not_prometheus(prometheus):
 def test_prometheus_down_is_a_clear_error():
     with pytest.raises(LoadSourceError, match="cannot reach Prometheus"):
         PrometheusSource(f"http://127.0.0.1:{free_port()}", QUERY, timeout_s=2).rates(end=time.time())
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "sum(rate(no_such_metric_total[3s]))",  # an empty result: no series
+        "sum(rate(ipa_requests_total[3s])) * 0 / 0",  # a series of NaN
+    ],
+)
+def test_an_empty_or_nan_answer_is_a_failed_read_not_zero_load(prometheus, query):
+    """The real server's empty and NaN answers: the last good forecast comes back with the reason in
+    its note, never a forecast of 0 that would scale the pipeline to its minimum."""
+    url, _ = prometheus
+    _wait_for_samples(url, 4)
+    source = PrometheusSource(url, query)
+    now = dt.datetime.now(dt.UTC)
+    good = Forecast(
+        "max", 20, 9.0, {"0.95": 10.0, "0.99": 11.0}, (now - dt.timedelta(seconds=30)).isoformat()
+    )
+    fitted = forecaster("max").fit(np.tile([4.0, 8.0, 12.0, 8.0], 900))
+    f = forecast_for(lambda w: source.rates(end=now.timestamp(), window_s=w), fitted, now=now, last_good=good)
+    assert (f.point, f.quantiles["0.99"]) == (9.0, 11.0)
+    assert f.note.startswith("fallback: last good forecast (30 s old)") and "not zero load" in f.note
+    with pytest.raises(LoadSourceError, match="an empty or NaN answer"):
+        source.rates(end=now.timestamp())

@@ -157,3 +157,114 @@ def test_a_window_in_the_training_days_is_simulated_with_a_note_that_the_forecas
     argv = ["simulate", spec, "--trace", str(trace), "--damping", "1", "--forecaster", "level"]
     assert main([*argv, "--start", "90000", "--duration", "300", "--policy", "ipa"]) == 0
     assert "second 90000 lies in days 0-9, which the forecaster trains on" in capsys.readouterr().err
+
+
+# ---- bad arguments are refused by argparse, naming the flag, before any work -------------------------
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            ["forecast", "export", "--prometheus", "http://x", "--days", "100000", "--out", "t"],
+            "from 1 to 366",
+        ),
+        (["simulate", "s.yaml", "--damping", "nan"], "argument --damping: a damping factor is above 0"),
+        (["forecast", "backtest", "--trace", "t", "--damping", "inf"], "argument --damping"),
+        (["simulate", "s.yaml", "--duration", "0"], "argument --duration: a duration in seconds is from 1"),
+        (["plan", "s.yaml", "--load", "-1"], "argument --load: a load in requests per second is at least 0"),
+        (["plan", "s.yaml", "--load", "1", "--tracking-uri", "ftp://h/x"], "scheme ftp://, which MLflow"),
+        (["bench", "solver", "--repeats", "0"], "argument --repeats"),
+    ],
+)
+def test_bad_numbers_and_uris_are_refused_by_argparse_naming_the_flag(argv, says, capsys, monkeypatch):
+    monkeypatch.setattr("ipa_airflow.cli.load_pipeline", pytest.fail)  # nothing may start
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["plan", "manifests"])
+def test_out_into_a_missing_folder_is_refused_before_the_solve_and_creates_nothing(command, tmp_path, capsys):
+    out = tmp_path / "nodir" / "out.json"
+    with pytest.raises(SystemExit):
+        main([command, str(PIPELINES / "video-cpu.yaml"), "--load", "10", "--out", str(out)])
+    assert "does not exist (create it first: mkdir -p" in capsys.readouterr().err
+    assert not out.parent.exists()
+
+
+def test_manifests_of_a_missing_plan_file_names_it(tmp_path, capsys):
+    missing = tmp_path / "nosuch.json"
+    assert main(["manifests", str(PIPELINES / "video-cpu.yaml"), "--plan", str(missing)]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_simulate_a_window_past_the_end_of_the_trace_says_where_the_trace_ends(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("ipa_airflow.simulation.evaluation.fit_forecaster", pytest.fail)
+    trace = tmp_path / "day.txt"
+    trace.write_text("\n".join(["4"] * 86_400))
+    argv = ["simulate", str(PIPELINES / "video-cpu.yaml"), "--trace", str(trace), "--damping", "1"]
+    assert main([*argv, "--start", "86000", "--duration", "600"]) == 2
+    err = capsys.readouterr().err
+    assert "ends at second 86600, after the end of trace" in err and "--start 85800 at the latest" in err
+
+
+def test_an_mlflow_tracking_uri_from_the_environment_is_checked_too(monkeypatch):
+    from ipa_airflow.settings import load_settings
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "ftp://example.org/mlruns")
+    with pytest.raises(ValueError, match="MLFLOW_TRACKING_URI 'ftp://example.org/mlruns' has scheme ftp://"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:///x.db",
+        "postgresql+psycopg2://u@h/db",
+        "http://mlflow:5000",
+        "https://m",
+        "mlruns",
+        "file:///m",
+    ],
+)
+def test_tracking_uris_mlflow_can_use_are_accepted(uri):
+    from ipa_airflow.settings import check_tracking_uri
+
+    assert check_tracking_uri(uri) == uri
+
+
+# ---- main: user errors, bugs and interrupts ------------------------------------------------------------
+def _raising(exc):
+    def cmd(args):
+        raise exc
+
+    return cmd
+
+
+def test_an_unexpected_exception_is_an_internal_error_exit_3_without_a_traceback(monkeypatch, capsys):
+    monkeypatch.delenv("IPA_DEBUG", raising=False)
+    monkeypatch.setattr("ipa_airflow.cli.cmd_validate", _raising(TypeError("unsupported operand")))
+    assert main(["validate", "x.yaml"]) == 3
+    err = capsys.readouterr().err
+    assert "error: internal error: TypeError: unsupported operand" in err and "IPA_DEBUG=1" in err
+    assert "Traceback" not in err
+
+
+def test_ipa_debug_shows_the_traceback_of_an_internal_error(monkeypatch):
+    monkeypatch.setenv("IPA_DEBUG", "1")
+    monkeypatch.setattr("ipa_airflow.cli.cmd_validate", _raising(TypeError("unsupported operand")))
+    with pytest.raises(TypeError, match="unsupported operand"):
+        main(["validate", "x.yaml"])
+
+
+def test_a_user_error_exits_2_and_an_interrupt_130(monkeypatch, capsys):
+    monkeypatch.setattr(
+        "ipa_airflow.cli.cmd_validate", _raising(FileNotFoundError(2, "No such file", "a.yaml"))
+    )
+    assert main(["validate", "x.yaml"]) == 2
+    assert capsys.readouterr().err == "error: a.yaml: No such file\n"
+    monkeypatch.setattr("ipa_airflow.cli.cmd_validate", _raising(KeyboardInterrupt()))
+    assert main(["validate", "x.yaml"]) == 130
+    assert capsys.readouterr().err == "interrupted\n"
+    monkeypatch.setattr("ipa_airflow.cli.cmd_validate", _raising(RecursionError("deep")))
+    assert main(["validate", "x.yaml"]) == 3  # a RuntimeError, but a bug
