@@ -98,8 +98,10 @@ def verify(
     except ValueError:
         raise MalformedDelivery(f"timestamp {timestamp[:40]!r} is not a unix time") from None
     if abs(now - sent) > tolerance_s:
+        when = f"{now - sent:.0f} s in the past" if sent < now else f"{sent - now:.0f} s in the future"
         raise WebhookRejected(
-            f"timestamp is {now - sent:+.0f} s away from now (allowed {tolerance_s:g} s): stale or replayed"
+            f"timestamp is {when} (allowed {tolerance_s:g} s either way): stale or replayed, or the "
+            "sender's clock is off"
         )
     if not hmac.compare_digest(sign(secret, delivery_id, timestamp, payload), signature):
         raise WebhookRejected("signature does not match")
@@ -116,6 +118,19 @@ def parse_event(payload: bytes) -> dict:
     if not isinstance(event, dict):
         raise MalformedDelivery(f"the body is a JSON {type(event).__name__}, not an MLflow event (an object)")
     return event
+
+
+# MLflow's "test webhook" (MlflowClient.test_webhook, the UI's test button) sends the event's example
+# payload, signed like any delivery. Profiling it would start a DAG run for a model that does not exist,
+# so it is acknowledged and nothing more. It is told apart by the example's run id, which no real run
+# has (MLflow run ids are 32 hex digits); see mlflow.webhooks.types.ModelVersionCreatedPayload.example.
+MLFLOW_TEST_MODEL = ("example_model", "abcd1234abcd5678")
+
+
+def is_mlflow_test(event: dict) -> bool:
+    """Whether `event` is MLflow's test delivery of model_version.created."""
+    data = event.get("data")
+    return isinstance(data, dict) and (data.get("name"), data.get("run_id")) == MLFLOW_TEST_MODEL
 
 
 def model_version_created(event: dict) -> ModelVersionCreated | None:
@@ -217,7 +232,8 @@ def create_app(
                 payload=payload,
                 now=now,
             )
-            created = model_version_created(parse_event(payload))
+            event = parse_event(payload)
+            created = model_version_created(event)
             delivery_id = h["X-MLflow-Delivery-Id"]
             guard.claim(delivery_id, sent=sent, now=now)
         except WebhookRejected as exc:
@@ -225,6 +241,9 @@ def create_app(
             raise HTTPException(exc.status, f"refused: {exc}") from None
         if created is None:
             return {"status": "ignored"}
+        if is_mlflow_test(event):
+            log.info("MLflow test delivery %s from %s: signature and clock good", delivery_id, who)
+            return {"status": "test", "detail": "MLflow's test delivery: received and verified, not acted on"}
         try:
             event_id = emit(created.name, created.version, delivery_id)
         except DeliveryReplayed as exc:  # seen by another worker: the shared check in the database

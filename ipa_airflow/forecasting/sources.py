@@ -12,6 +12,8 @@ import gzip
 import http.client
 import json
 import math
+import os
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -98,18 +100,59 @@ def days(series: np.ndarray, first: int, last: int) -> np.ndarray:
     start, stop = first * SECONDS_PER_DAY, (last + 1) * SECONDS_PER_DAY
     if stop > len(series):
         raise ValueError(
-            f"the trace has {len(series) / SECONDS_PER_DAY:.1f} days; days {first}-{last} asked for"
+            f"the trace has {len(series) / SECONDS_PER_DAY:.1f} days ({len(series)} s), but days "
+            f"{first}-{last} were asked for (up to second {stop}): use a longer trace, or other days "
+            "(--train-days, --test-days)"
         )
     return series[start:stop]
 
 
 def write_trace(path: str | Path, rates: np.ndarray) -> Path:
-    """Write per-second rates in read_trace's format (gzip-compressed when the name ends in .gz)."""
+    """Write per-second rates in read_trace's format (gzip-compressed when the name ends in .gz), whole
+    or not at all: into a temporary file beside `path`, renamed once complete, so an interrupted write
+    never leaves a shorter trace that reads as a good one."""
     path = Path(path)
+    _check_regular(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wt") as fh:
-        np.savetxt(fh, np.asarray(rates, dtype=float), fmt="%.6g")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with opener(tmp, "wt") as fh:
+            np.savetxt(fh, np.asarray(rates, dtype=float), fmt="%.6g")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def _check_regular(path: Path) -> None:
+    """The rename that makes a write whole would replace a device or pipe (/dev/null) by a file."""
+    if path.exists() and not path.is_file():
+        raise ValueError(f"cannot write the trace {path}: it exists and is not a regular file")
+
+
+def check_writable(path: str | Path) -> Path:
+    """Make sure `write_trace(path)` will be able to write, before a long fetch: try to create an entry
+    in the file's folder (or, when it does not exist yet, in the nearest folder above it, which is
+    where write_trace creates it), and remove it again. A try, not os.access: that says yes to root
+    everywhere, and no to nothing on a read-only or special file system (/proc, /sys)."""
+    path = Path(path)
+    _check_regular(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if folder == path.parent:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".probe"):
+                pass
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".ipa-probe-"))
+    except OSError as exc:
+        raise ValueError(
+            f"cannot write the trace {path}: creating a file in {folder} fails ({exc.strerror or exc}); "
+            "choose another --out (nothing was fetched)"
+        ) from None
     return path
 
 

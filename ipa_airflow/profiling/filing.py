@@ -17,6 +17,7 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,7 +160,7 @@ class PushReport:
         }
 
 
-def push(registry, paths: list[str | Path] | None = None, *, home: Path | None = None) -> PushReport:
+def push(registry, paths: Sequence[str | Path] | None = None, *, home: Path | None = None) -> PushReport:
     """File the profiles in `paths` (default: every spooled one), each file as a whole; spooled files are
     removed once filed. A file that cannot be read is reported and skipped; MLflow unreachable stops the
     push (every other file would fail the same way) and lists what is left."""
@@ -207,4 +208,6 @@ def push_pending(registry, *, home: Path | None = None, say=lambda message: None
         say(f"filed {len(report.filed)} profile(s) measured earlier, from {pending_dir(home)}")
     for failed in report.failed:
         say(f"warning: {failed['file']} not filed: {failed['error']}")
+    if not report.filed:  # every pending file was unreadable: MLflow was never asked, so ask it now
+        check_reachable(registry.tracking_uri)
     return report

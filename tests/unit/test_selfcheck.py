@@ -5,6 +5,7 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ipa_airflow import cli
@@ -200,3 +201,42 @@ def test_selfcheck_exits_1_and_shows_each_finding(monkeypatch, capsys):
     assert "accepted-bad" in out and "silent" in out and "good-refusal" not in out.split("findings")[1]
     assert main(["selfcheck", "--case", "good-refusal", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["counts"]["clear-error"] == 1
+
+
+# ---- the prometheus and webhook kinds ------------------------------------------------------------------
+EMPTY_ANSWER = '{"status": "success", "data": {"resultType": "matrix", "result": []}}'
+
+
+def test_an_empty_prometheus_answer_read_as_zero_load_is_silent(monkeypatch):
+    from ipa_airflow.forecasting.sources import PrometheusSource
+
+    row = run_one(case(kind="prometheus", answer=EMPTY_ANSWER, match="no sample"))
+    assert row.outcome == "clear-error" and row.message.startswith("fallback: last good forecast")
+    monkeypatch.setattr(PrometheusSource, "rates", lambda self, *, end, window_s: np.zeros(window_s))
+    row = run_one(case(kind="prometheus", answer=EMPTY_ANSWER, match="no sample"))
+    assert row.outcome == "silent" and row.message.startswith("forecast 0 req/s")
+
+
+SIGNED_EVENT = '{"entity": "model_version", "action": "created", "data": {"name": "m", "version": "3"}}'
+
+
+def test_a_replay_the_receiver_acts_on_twice_is_silent(monkeypatch):
+    from ipa_airflow.webhooks import ReplayGuard
+
+    replay = {"kind": "webhook", "body": SIGNED_EVENT, "sign": True, "repeat": 2}
+    row = run_one(case(**replay, expect_status=[200, 409], expect_events=1, match="a replay"))
+    assert row.outcome == "clear-error"
+    monkeypatch.setattr(ReplayGuard, "claim", lambda self, delivery_id, *, sent, now: None)
+    row = run_one(case(**replay, expect_status=[200, 409], expect_events=1, match="a replay"))
+    assert row.outcome == "silent" and "expected statuses [200, 409], got [200, 200]" in row.message
+    # Answered 2xx as expected, but one more profiling run than the case allows: still silent.
+    row = run_one(case(**replay, expect="ok", expect_status=200, expect_events=1))
+    assert row.outcome == "silent" and "2 asset event(s) (profiling runs) where 1 expected" in row.message
+
+
+def test_expect_events_is_zero_when_every_post_is_refused_and_is_checked_in_the_corpus():
+    row = run_one(case(kind="webhook", body=SIGNED_EVENT, expect_status=401, match="missing"))
+    assert row.outcome == "clear-error" and "asset events 0" in row.message
+    bad = "- {id: w, about: w, kind: webhook, expect: error, match: x, expect_status: 401, expect_events: -1}"
+    with pytest.raises(CorpusError, match=r"t\.yaml\[0\] \(w\)\.expect_events: a whole number from 0"):
+        load_cases([("t.yaml", bad)])

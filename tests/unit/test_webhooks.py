@@ -168,3 +168,24 @@ def test_model_version_created_accepts_what_mlflow_sends():
         {"entity": "model_version", "action": "created", "data": {"name": "m", "version": 7}}
     )
     assert model_version_created({"entity": "model_version", "action": "updated"}) is None
+
+
+def test_mlflows_own_test_delivery_is_acknowledged_and_starts_no_profiling_run(receiver):
+    """MlflowClient.test_webhook sends the event's example payload, signed: a 200 (MLflow reports the
+    test as passed), but no asset event for `example_model`, a model that does not exist."""
+    from mlflow.webhooks.types import ModelVersionCreatedPayload
+
+    client, emitted, _ = receiver
+    test = {"entity": "model_version", "action": "created", "data": ModelVersionCreatedPayload.example()}
+    r = post(client, json.dumps(test))
+    assert r.status_code == 200 and r.json()["status"] == "test" and emitted == []
+    # A real version of a model that happens to be called example_model is profiled.
+    real = {"entity": "model_version", "action": "created", "data": {"name": "example_model", "version": "1"}}
+    assert post(client, json.dumps(real), delivery="d-2").status_code == 200
+    assert emitted == [("example_model", "1", "d-2")]
+
+
+def test_a_stale_delivery_says_which_way_the_clock_is_off(receiver):
+    client, _, _ = receiver
+    assert "3600 s in the past" in post(client, ts=NOW - 3600).json()["detail"]
+    assert "3600 s in the future" in post(client, ts=NOW + 3600).json()["detail"]

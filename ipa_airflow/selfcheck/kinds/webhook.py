@@ -11,13 +11,17 @@ Case keys (besides `id`, `about`, `expect`, `match`):
   unless `headers` gives X-MLflow-Signature itself.
 - `repeat`: post the same delivery this many times (default 1).
 - `expect_status`: the status of the last post, or a list with one per post.
+- `expect_events`: how many profiling runs (asset events) the posts may start in all; default 0 when
+  no post is expected to be accepted, else not checked. A replay accepted twice, or MLflow's test
+  delivery profiled, shows only here.
 
 The app is `ipa_airflow.webhooks.create_app`, what the Airflow plugin mounts, with a stand-in for the
 asset event (no Airflow database needed); it is driven through fastapi's TestClient. Outcomes: a 500 is
 `traceback` (client input must never give one); statuses as expected are `ok` when every post was
 accepted (2xx), else `clear-error` when the refusal's text matches `match` (`unclear` when not). Other
 statuses: accepted where a refusal was expected is `silent`, refused where acceptance was expected is
-`refused`, refused with another status than expected (for another reason) is `unclear`.
+`refused`, refused with another status than expected (for another reason) is `unclear`. More asset
+events than `expect_events` is `silent` (acted on a delivery it should not have), fewer is `refused`.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def check(case: dict) -> list[tuple[str, str]]:
     for key in ("sign", "chunked"):
         if not isinstance(case.get(key, False), bool):
             out.append((key, "true or false"))
-    for key, lo in (("repeat", 1), ("body_bytes", 0)):
+    for key, lo in (("repeat", 1), ("body_bytes", 0), ("expect_events", 0)):
         n = case.get(key, lo)
         if isinstance(n, bool) or not isinstance(n, int) or not lo <= n <= 64 << 20:
             out.append((key, f"a whole number from {lo} to {64 << 20}, got {n!r}"))
@@ -124,6 +128,11 @@ def run(case: dict, workdir: Path) -> tuple[str, str]:
         if 200 <= g < 300:
             return "silent", wrong
         return ("refused" if 200 <= e < 300 else "unclear"), wrong
+    refused_all = all(e is not None and not 200 <= e < 300 for e in expected)
+    events = case.get("expect_events", 0 if refused_all else None)
+    if events is not None and len(emitted) != events:
+        wrong = f"{len(emitted)} asset event(s) (profiling runs) where {events} expected: {said}"
+        return ("silent" if len(emitted) > events else "refused"), wrong
     if all(200 <= g < 300 for g in got):
         return "ok", said
     match = case.get("match")

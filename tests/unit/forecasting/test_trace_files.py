@@ -3,6 +3,7 @@ is to blame, that line; never a traceback, never a wrong number read as load."""
 
 import gzip
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -73,3 +74,50 @@ def test_the_cli_reports_a_cut_trace_as_an_error(tmp_path, capsys):
     path.write_bytes(data[: len(data) // 2])
     assert main(["forecast", "backtest", "--trace", str(path), "--model", "max"]) == 2
     assert "cut short" in capsys.readouterr().err
+
+
+def test_an_export_destination_is_tried_before_the_fetch_and_nothing_is_left_behind(tmp_path):
+    from ipa_airflow.forecasting.sources import check_writable
+
+    assert check_writable(tmp_path / "t.txt.gz") == tmp_path / "t.txt.gz"
+    assert check_writable(tmp_path / "new" / "deeper" / "t.txt")  # write_trace creates the folders
+    assert list(tmp_path.iterdir()) == []  # the probes are gone, and no folder was made yet
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match=r"cannot write the trace .*afile/t\.txt: creating a file in"):
+        check_writable(tmp_path / "afile" / "t.txt")
+    with pytest.raises(ValueError, match="/dev/null: it exists and is not a regular file"):
+        check_writable("/dev/null")  # the rename that makes the write whole would replace the device
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_export_to_a_path_no_one_can_write_fails_before_asking_prometheus(capsys):
+    url = "http://127.0.0.1:9"  # closed: an error about it would mean the fetch was tried first
+    assert main(["forecast", "export", "--prometheus", url, "--days", "1", "--out", "/proc/x/t.txt"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write the trace /proc/x/t.txt" in err and "nothing was fetched" in err
+    assert "Prometheus" not in err
+
+
+def test_a_trace_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    from ipa_airflow.forecasting import sources
+
+    path = tmp_path / "t.txt.gz"
+    sources.write_trace(path, np.array([1.0, 2.0]))
+    assert read_trace(path).tolist() == [1.0, 2.0]
+
+    def disk_full(fh, rates, fmt):
+        fh.write("3\n")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sources.np, "savetxt", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        sources.write_trace(path, np.array([3.0, 4.0]))
+    assert read_trace(path).tolist() == [1.0, 2.0]  # the old trace, not half of the new one
+    assert [p.name for p in tmp_path.iterdir()] == ["t.txt.gz"]  # no temporary file left
+
+
+def test_days_past_the_end_of_a_trace_say_how_long_it_is_and_what_to_change():
+    from ipa_airflow.forecasting.sources import days
+
+    with pytest.raises(ValueError, match=r"has 0\.0 days \(3 s\), but days 0-9 .*--train-days"):
+        days(np.zeros(3), 0, 9)

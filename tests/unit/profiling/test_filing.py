@@ -144,3 +144,35 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["forecast", "export", "--prometheus", url, "--days", "1", "--out", str(tmp_path)])
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_only_unreadable_pending_files_still_ask_mlflow_before_measuring(tmp_path, monkeypatch):
+    """A spool holding only a corrupt file never reached MLflow: without asking it now, `ipa profile`
+    would measure for minutes and only then find MLflow down."""
+    (pending_dir(tmp_path)).mkdir(parents=True)
+    (pending_dir(tmp_path) / "cut.json").write_text('{"profiles": [')
+    asked = []
+
+    def down(uri):
+        asked.append(uri)
+        raise MlflowUnreachable(f"cannot reach MLflow at {uri}")
+
+    monkeypatch.setattr("ipa_airflow.registry.mlflow_profiles.check_reachable", down)
+    said = []
+    with pytest.raises(MlflowUnreachable):
+        push_pending(Registry(), home=tmp_path, say=said.append)
+    assert asked == ["http://mlflow.test"] and "cut.json not filed" in said[0]
+
+
+def test_ipa_profile_with_mlflow_down_stops_before_torch_loads(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("IPA_HOME", str(tmp_path))
+    keep(profile(), home=tmp_path)
+    monkeypatch.setattr("ipa_airflow.cli._registry", lambda uri: Registry(down=True))
+
+    def no_torch(device):
+        raise AssertionError("torch was loaded although MLflow is down")
+
+    monkeypatch.setattr("ipa_airflow.profiling.torch_runner.resolve_device", no_torch)
+    assert main(["profile", "--zoo", "resnet18", "--batch-sizes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "1 profile(s) measured earlier wait in" in err and "`ipa profiles push`" in err
