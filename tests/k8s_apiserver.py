@@ -30,7 +30,7 @@ import yaml
 
 PATH = re.compile(r"^/apis/apps/v1/namespaces/(?P<ns>[^/]+)/deployments(?:/(?P<name>[^/]+))?$")
 LEASES = re.compile(r"^/apis/coordination.k8s.io/v1/namespaces/(?P<ns>[^/]+)/leases(?:/(?P<name>[^/]+))?$")
-HANG, DROP, DIE = "hang", "drop", "die"
+HANG, DROP, DIE, STORE_THEN_DROP = "hang", "drop", "die", "store-then-drop"
 
 
 def _status(code: int, reason: str, message: str, causes: list | None = None) -> dict:
@@ -132,6 +132,12 @@ class FakeApiServer:
                 action = server._hook(method, url.path, query)
                 if action == HANG:  # an API server that accepts the request and never answers
                     server._released.wait()
+                    return
+                if action == STORE_THEN_DROP:  # the write is carried out, its answer is lost
+                    with server._lock:
+                        server.requests.append((method, url.path, ctype))
+                        server.handle(method, url.path, query, ctype, raw)
+                    self.close_connection = True
                     return
                 if action in (DROP, DIE):  # the connection closes without an answer
                     self.close_connection = True
@@ -279,6 +285,8 @@ class FakeApiServer:
         return 200, _status(200, "Success", "deleted") | {"status": "Success"}
 
     def _lease(self, method, ns, name, raw) -> tuple[int, dict]:
+        if self.namespaces is not None and ns not in self.namespaces:
+            return 404, _status(404, "NotFound", f'namespaces "{ns}" not found')
         key = (ns, name)
         current = self.leases.get(key)
         if method == "GET" and name:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ class KubernetesBackend:
         lease_duration_s: int = LEASE_DURATION_S,
     ):
         self._api_client = api_client
+        _no_pool_retries(api_client)
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.sleep = sleep
@@ -73,6 +75,12 @@ class KubernetesBackend:
         return cls(client.ApiClient(cfg), **kwargs)
 
     @property
+    def worst_case_s(self) -> float:
+        """The longest one call can take before it fails: every attempt timing out, plus the backoffs."""
+        connect, read = self.request_timeout_s
+        return self.attempts * (connect + read) + self.backoff_s * (2 ** (self.attempts - 1) - 1)
+
+    @property
     def apps(self):
         if self._apps is None:
             from kubernetes import client
@@ -96,14 +104,27 @@ class KubernetesBackend:
 
         kwargs["_request_timeout"] = self.request_timeout_s
         delay = self.backoff_s
+        # Whether an attempt may have been carried out although it failed: no answer, or a 5xx (a 504
+        # "may still be processing", an etcd timeout as 500). A write's caller must then restore it.
+        maybe = False
         for attempt in range(1, self.attempts + 1):
             try:
                 return fn(*args, **kwargs)
             except ApiException as exc:
+                if exc.status in (0, None):  # the client's own transport failure (e.g. TLS)
+                    maybe = True
+                    if attempt == self.attempts:
+                        raise ClusterUnreachable(
+                            f"{what}: cannot reach the Kubernetes API: {exc.reason}"
+                        ) from None
+                    self.sleep(delay)
+                    delay *= 2
+                    continue
+                maybe = maybe or exc.status >= 500
                 if exc.status == 404:
                     if missing_ok:
                         return None
-                    raise ClusterError(
+                    raise (ClusterUnreachable if maybe else ClusterError)(
                         f"{what}: the API server answered 404 Not Found: {_message(exc)}. "
                         "Check that the spec's namespace exists (docker/k8s/namespace.yaml)."
                     ) from None
@@ -116,10 +137,13 @@ class KubernetesBackend:
                 if exc.status == 409 and stale_ok:
                     raise _Stale(_message(exc)) from None
                 if exc.status not in RETRY_STATUS or attempt == self.attempts:
-                    raise ClusterError(
+                    error = ClusterUnreachable if maybe else ClusterError
+                    raise error(
                         f"{what}: the API server answered {exc.status} {exc.reason}: {_message(exc)}"
+                        + _hint(exc.status, args)
                     ) from None
             except (HTTPError, OSError) as exc:
+                maybe = True
                 if attempt == self.attempts:
                     raise ClusterUnreachable(
                         f"{what}: cannot reach the Kubernetes API after {self.attempts} attempts "
@@ -156,7 +180,10 @@ class KubernetesBackend:
         resp = self._call(
             what, self.apps.patch_namespaced_deployment, meta["name"], meta["namespace"], manifest, **kwargs
         )
-        return _json(resp, what)
+        try:
+            return _json(resp, what)
+        except ClusterError as exc:  # the server took the write; only its answer is unreadable
+            raise ClusterUnreachable(str(exc)) from None
 
     def delete(self, namespace: str, name: str, *, uid: str | None = None) -> None:
         body: dict[str, Any] = {"propagationPolicy": "Background"}
@@ -199,13 +226,20 @@ class KubernetesBackend:
 
 
 class _Lease:
-    """A coordination.k8s.io/v1 Lease held while one reconcile runs. Expiry is judged on the lease's
-    renewTime against this machine's clock plus leaseDurationSeconds; a holder that dies frees it then."""
+    """A coordination.k8s.io/v1 Lease held while one reconcile runs.
+
+    Whether another holder's lease has expired is judged as client-go's leader election does, on this
+    process's own clock: the lease (holder, renewTime, resourceVersion) must stay unchanged for
+    leaseDurationSeconds while we watch it, so clocks that disagree between hosts cannot hand a live
+    lease to a second writer. A lease whose renewTime is older than its duration plus MAX_SKEW_S by our
+    wall clock is taken at once (its writer died long ago)."""
+
+    MAX_SKEW_S = 120.0
 
     def __init__(self, backend: KubernetesBackend, namespace: str, name: str, holder: str):
         self.b, self.namespace, self.name, self.holder = backend, namespace, name, holder
-        self.resource_version: str | None = None
-        self.renewed_at = 0.0
+        self.renewed_at = -math.inf  # on the backend's clock, when our last write of the lease landed
+        self._seen: tuple[tuple, float] | None = None  # (the other holder's record, when we first saw it)
 
     def _read(self) -> dict[str, Any] | None:
         obj = self.b._call(
@@ -226,38 +260,54 @@ class _Lease:
         if taking:
             spec["acquireTime"] = now
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if current else 0)
-        meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
-        meta["labels"] = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
-        if current is not None:
-            meta["resourceVersion"] = current["metadata"]["resourceVersion"]
+        # Keep what others put on the Lease (labels, annotations, owners); set only what is ours.
+        meta = dict((current or {}).get("metadata") or {})
+        meta = {k: v for k, v in meta.items() if k not in ("managedFields", "uid", "creationTimestamp")}
+        meta.update(name=self.name, namespace=self.namespace)
+        meta["labels"] = {**(meta.get("labels") or {}), "app.kubernetes.io/managed-by": FIELD_MANAGER}
         return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": meta, "spec": spec}
 
     def _write(self, current: dict[str, Any] | None, holder: str, duration: int) -> None:
         body = self._body(current, holder, duration)
         what = f"write lease {self.namespace}/{self.name}"
+        args: tuple[Any, ...]
         if current is None:
             fn, args = self.b.coordination.create_namespaced_lease, (self.namespace, body)
         else:
             fn, args = self.b.coordination.replace_namespaced_lease, (self.name, self.namespace, body)
-        written = self.b._call(what, fn, *args, stale_ok=True, _preload_content=False)
-        self.resource_version = _json(written, what)["metadata"]["resourceVersion"]
+        self.b._call(what, fn, *args, stale_ok=True, _preload_content=False)
         self.renewed_at = self.b.wall()
 
+    def _holder(self, current: dict[str, Any] | None) -> str:
+        return str(((current or {}).get("spec") or {}).get("holderIdentity") or "")
+
     def _held_by_other(self, current: dict[str, Any] | None) -> str | None:
-        spec = (current or {}).get("spec") or {}
-        other = spec.get("holderIdentity")
+        """Who else holds the lease, with how long ago it was renewed; None when it is free or expired."""
+        other = self._holder(current)
         if not other or other == self.holder:
             return None
+        spec = (current or {}).get("spec") or {}
         try:
+            duration = float(spec["leaseDurationSeconds"])
             renewed = dt.datetime.strptime(spec["renewTime"], MICROTIME).replace(tzinfo=dt.UTC).timestamp()
-            expires = renewed + float(spec["leaseDurationSeconds"])
         except (KeyError, TypeError, ValueError):
             return None  # a lease nobody can interpret is nobody's
-        left = expires - self.b.wall()
+        now = self.b.wall()
+        if now - renewed > duration + self.MAX_SKEW_S:
+            return None
+        record = (
+            other,
+            spec.get("renewTime"),
+            ((current or {}).get("metadata") or {}).get("resourceVersion"),
+        )
+        if self._seen is None or self._seen[0] != record:
+            self._seen = (record, now)
+        unchanged_for = now - self._seen[1]
+        if unchanged_for >= duration:
+            return None
         return (
-            f"{other} (renewed {self.b.wall() - renewed:.0f} s ago, expires in {left:.0f} s)"
-            if left > 0
-            else None
+            f"{other} (renewed {max(0.0, now - renewed):.0f} s ago by its clock; free within "
+            f"{duration - unchanged_for:.0f} s if not renewed)"
         )
 
     def acquire(self, wait_s: float, poll_s: float, clock: Callable[[], float]) -> None:
@@ -270,34 +320,50 @@ class _Lease:
                     self._write(current, self.holder, self.b.lease_duration_s)
                     return
                 except _Stale:
-                    continue  # another writer got there first: read who, then wait or give up
+                    continue  # another writer got there first (or our own lost answer): read again
             if clock() >= deadline:
                 raise ClusterBusy(
                     f"pipeline lease {self.namespace}/{self.name} is held by {other}; waited {wait_s:g} s. "
-                    "Another reconcile of this pipeline is running: let it finish, or wait for the lease "
-                    "to expire if its writer died."
+                    "Another reconcile of this pipeline is running: let it finish (or, if its writer died, "
+                    "run again once the lease has expired)."
                 )
             self.b.sleep(poll_s)
 
     def renew(self) -> None:
-        """Renew when a third of the lease has passed; raise ClusterBusy if another writer took it."""
-        if self.b.wall() - self.renewed_at < self.b.lease_duration_s / 3:
+        """Called before every write and while rollouts are waited for: renew once a third of the lease
+        has passed; raise ClusterBusy if another writer holds it, or if our hold may have lapsed."""
+        since = self.b.wall() - self.renewed_at
+        if since < self.b.lease_duration_s / 3:
             return
-        current = self._read()
-        if current is None or (current.get("spec") or {}).get("holderIdentity") != self.holder:
-            raise ClusterBusy(f"lost the pipeline lease {self.namespace}/{self.name} to another writer")
-        try:
-            self._write(current, self.holder, self.b.lease_duration_s)
-        except _Stale:
-            raise ClusterBusy(
-                f"lost the pipeline lease {self.namespace}/{self.name} to another writer"
-            ) from None
+        lapsed = since >= self.b.lease_duration_s
+        for _ in range(3):  # a renew whose answer was lost comes back as a 409: read and try again
+            current = self._read()
+            holder = self._holder(current)
+            if current is None or holder != self.holder:
+                raise ClusterBusy(
+                    f"lost the pipeline lease {self.namespace}/{self.name}"
+                    + (f" to {holder}" if holder else "")
+                    + f" (not renewed for {since:.0f} s)"
+                )
+            try:
+                self._write(current, self.holder, self.b.lease_duration_s)
+            except _Stale:
+                continue
+            if lapsed:  # still ours, but another writer could have taken and released it meanwhile
+                raise ClusterBusy(
+                    f"the pipeline lease {self.namespace}/{self.name} went {since:.0f} s without renewal "
+                    f"(longer than its {self.b.lease_duration_s} s): another writer may have run meanwhile"
+                )
+            return
+        raise ClusterBusy(
+            f"could not renew the pipeline lease {self.namespace}/{self.name}: it keeps changing"
+        )
 
     def release(self) -> None:
         """Best effort: on failure the lease simply expires."""
         try:
             current = self._read()
-            if current is not None and (current.get("spec") or {}).get("holderIdentity") == self.holder:
+            if current is not None and self._holder(current) == self.holder:
                 self._write(current, "", 1)
         except (ClusterError, _Stale):
             pass
@@ -311,6 +377,27 @@ def _json(resp, what: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ClusterError(f"{what}: the API server's answer is not a JSON object")
     return obj
+
+
+def _no_pool_retries(api_client) -> None:
+    """Our own retries (and their timeouts) are the only ones: urllib3's default of 3 more tries per
+    request for GET, PUT and DELETE would multiply every timeout by four, unsaid."""
+    from urllib3.util import Retry
+
+    pool = getattr(getattr(api_client, "rest_client", None), "pool_manager", None)
+    if pool is not None:
+        pool.connection_pool_kw["retries"] = Retry(total=0, redirect=0, raise_on_status=False)
+        pool.clear()
+
+
+def _hint(status: int, args: tuple) -> str:
+    if status == 403:
+        namespace = next((a for a in args[1:2] if isinstance(a, str)), "the spec's namespace")
+        return (
+            f". The service account may lack a permission in namespace {namespace} "
+            "(docker/k8s/reconciler-rbac.yaml grants it in one namespace), or the namespace does not exist"
+        )
+    return ""
 
 
 def _in_cluster() -> bool:

@@ -27,6 +27,7 @@ from ..plans import Plan
 from ..spec import PipelineSpec
 from .backends import (
     ClusterBackend,
+    ClusterBusy,
     ClusterError,
     ClusterUnreachable,
     FieldConflict,
@@ -52,6 +53,7 @@ class StageOutcome:
     name: str
     action: str
     # unchanged | dry-run | applied | rolled-back | failed | conflict | skipped | rollback-failed
+    # | abandoned (not restored: the pipeline's lock was lost to another writer)
     status: str
     message: str = ""
     changes: dict[str, Any] = field(default_factory=dict)
@@ -129,15 +131,19 @@ class ReconcileResult:
         """One line for a log or an error: what failed, and where every stage is now."""
         if self.ok:
             return f"plan {self.plan_id} {'previewed' if self.dry_run else 'running'}"
+        on = {o.on for o in self.outcomes} - {ON_BOTH}
         unknown = [o.stage for o in self.outcomes if o.on == ON_UNKNOWN]
-        where = (
-            f"stages {unknown} are in an unknown state (the rollback could not reach the cluster); "
-            "the next reconcile converges them"
-            if unknown
-            else "every stage is on its previous plan"
-            if self.consistent
-            else "stages are on different plans"
-        )
+        if unknown:
+            where = (
+                f"stages {unknown} are in an unknown state (a write got no answer, or the pipeline's lock "
+                "was lost); the next reconcile reads what runs and converges"
+            )
+        elif on <= {ON_OLD}:
+            where = "every stage is on its previous plan"
+        elif on == {ON_NEW}:
+            where = "every changed stage is still on the new plan (the rollback could not restore it)"
+        else:
+            where = "stages are on different plans: " + ", ".join(f"{o.stage}={o.on}" for o in self.outcomes)
         return f"plan {self.plan_id} not applied: {self.cause}; {where}"
 
 
@@ -214,6 +220,8 @@ class _Run:
         self.touched: list[StageChange] = []  # written, or maybe written (no answer), in order
         self.landed: set[str] = set()  # names whose write the server confirmed
         self.created_uid: dict[str, str] = {}
+        self.lease_lost = ""  # why this run no longer holds the pipeline's lock, once it does not
+        self.lock: WriterLock
 
     def _observe(self) -> None:
         ns = self.spec.namespace
@@ -268,16 +276,39 @@ class _Run:
         return self._result(True)
 
     def apply(self, lock: WriterLock) -> ReconcileResult:
+        self.lock = lock
         self._observe()  # a failure here has written nothing: it propagates as the ClusterError it is
-        if self._preflight() and self._write([c for c in self.pending if c.adds_capacity]):
-            if self._wait_all(lock):
-                self._write([c for c in self.pending if not c.adds_capacity])
+        try:
+            if self._preflight() and self._write([c for c in self.pending if c.adds_capacity]):
+                if self._wait_all():
+                    self._write([c for c in self.pending if not c.adds_capacity])
+        except BaseException as exc:  # Ctrl-C, or Airflow stopping the task: restore what we can, re-raise
+            if self.touched and not self.cause:
+                self._fail(None, f"interrupted ({type(exc).__name__}) after writing")
+                try:
+                    self._roll_back()
+                except BaseException:  # noqa: S110 (the first interruption is the one to report)
+                    pass
+            raise
         if self.cause:
             self._roll_back()
         for c in self.pending:
             if c.name not in self.outcomes:
                 self._record(c, "skipped", f"not applied: {self.cause}", on=ON_OLD)
         return self._result(False)
+
+    def _renew(self) -> bool:
+        """Before every write: still the one writer? A lost lease stops all writing, the rollback's too."""
+        try:
+            self.lock.renew()
+        except ClusterBusy as exc:
+            self.lease_lost = str(exc)
+            self._fail(None, exc)
+            return False
+        except ClusterError as exc:
+            self._fail(None, exc, prefix="cannot renew the pipeline's lock: ")
+            return False
+        return True
 
     def _preflight(self) -> bool:
         """Server-side dry runs of every change: what the server refuses changes nothing."""
@@ -291,6 +322,8 @@ class _Run:
 
     def _write(self, changes: list[StageChange]) -> bool:
         for c in changes:
+            if not self._renew():
+                return False
             self.touched.append(c)
             try:
                 obj = self.backend.apply(self.by_name[c.name], force=self.force)
@@ -302,24 +335,31 @@ class _Run:
                 self._fail(c, exc)
                 return False
             self.landed.add(c.name)
-            if c.action == CREATE and obj.get("metadata", {}).get("uid"):
-                self.created_uid[c.name] = obj["metadata"]["uid"]
+            uid = (obj.get("metadata") or {}).get("uid")
+            if c.action == CREATE and uid:
+                self.created_uid[c.name] = uid
             self._record(c, "applied", c.describe(), on=ON_NEW)
         return True
 
-    def _wait_all(self, lock: WriterLock) -> bool:
+    def _wait_all(self) -> bool:
         deadline = self.clock() + self.spec.deployment.rollout_deadline_s
         for c in list(self.touched):
-            problem = self._wait(c, deadline, lock)
+            problem = self._wait(c, deadline)
             if problem:
                 self._fail(c, problem)
                 return False
         return True
 
-    def _wait(self, c: StageChange, deadline: float, lock: WriterLock) -> str:
+    def _wait(self, c: StageChange, deadline: float) -> str:
         while True:
             try:
-                lock.renew()
+                self.lock.renew()
+            except ClusterBusy as exc:
+                self.lease_lost = str(exc)
+                return str(exc)
+            except ClusterError as exc:
+                return f"cannot renew the pipeline's lock while waiting for the rollout of {c.name}: {exc}"
+            try:
                 obj = self.backend.get(self.spec.namespace, c.name)
             except ClusterError as exc:
                 return f"lost the cluster while waiting for the rollout of {c.name}: {exc}"
@@ -335,18 +375,33 @@ class _Run:
             self.sleep(self.poll_s)
 
     def _roll_back(self) -> None:
-        """Every stage this run touched back to what it was, newest first; each failure is said per stage."""
+        """Every stage this run touched back to what it was, newest first; each failure is said per stage.
+        Without the pipeline's lock nothing is written: another writer may own the stages now."""
         for c in reversed(self.touched):
+            if not self.lease_lost:
+                self._renew_for_rollback()
+            if self.lease_lost:
+                self._record(
+                    c,
+                    "abandoned",
+                    f"not restored: {self.lease_lost}; another writer may have changed it",
+                    on=ON_UNKNOWN,
+                )
+                continue
             before = self.observed[c.name]
             try:
                 if before is None:
-                    self._delete_created(c)
-                    done = f"deleted {c.name}, which this run created"
+                    done = (
+                        f"deleted {c.name}, which this run created"
+                        if self._delete_created(c)
+                        else f"{c.name}, which this run tried to create, is absent"
+                    )
                 else:
                     self.backend.apply(_restorable(before), force=True)
                     done = f"restored {c.name} to its previous state"
             except ClusterError as exc:
-                unknown = isinstance(exc, ClusterUnreachable) or c.name not in self.landed
+                # Unknown when the restore may have landed, or a created Deployment may be someone else's.
+                unknown = isinstance(exc, ClusterUnreachable) or c.name not in self.landed or before is None
                 self._record(
                     c,
                     "rollback-failed",
@@ -356,16 +411,29 @@ class _Run:
                 continue
             self._record(c, "rolled-back", f"{done} after: {self.cause}", on=ON_OLD)
 
-    def _delete_created(self, c: StageChange) -> None:
+    def _renew_for_rollback(self) -> bool:
+        try:
+            self.lock.renew()
+        except ClusterBusy as exc:
+            self.lease_lost = str(exc)
+            return False
+        except ClusterError:
+            return False  # the restore will meet the same cluster and say so per stage
+        return True
+
+    def _delete_created(self, c: StageChange) -> bool:
+        """Delete what this run created; False when there was nothing to delete."""
         uid = self.created_uid.get(c.name)
         if uid is None:  # the create got no answer: delete it only if it is ours, from this plan
             obj = self.backend.get(self.spec.namespace, c.name)
             if obj is None:
-                return
-            if (obj["metadata"].get("annotations") or {}).get(ANN_PLAN) != self.plan.plan_id:
+                return False
+            meta = obj.get("metadata") or {}
+            if (meta.get("annotations") or {}).get(ANN_PLAN) != self.plan.plan_id:
                 raise ClusterError(f"{c.name} now holds another plan's Deployment: left as it is")
-            uid = obj["metadata"].get("uid")
+            uid = meta.get("uid")
         self.backend.delete(self.spec.namespace, c.name, uid=uid)
+        return True
 
 
 __all__ = ["CREATE", "GuardrailError", "ReconcileResult", "StageOutcome", "check_guardrails", "reconcile"]

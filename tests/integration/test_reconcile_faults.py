@@ -99,6 +99,10 @@ def _on(server, video, before, after) -> dict[str, str]:
     return out
 
 
+def _forced(query) -> bool:
+    return query.get("force", "").lower() == "true"
+
+
 def _deployment_writes(server) -> list:
     return [w for w in server.writes if "/deployments" in w[1]]
 
@@ -141,16 +145,58 @@ def test_an_error_on_the_second_write_rolls_back_the_first(video, server, clock,
     before, after = _plans(video)
     backend = _started(server, video, before, clock)
     body = {"kind": "Status", "code": code, "message": f"injected {code}", "reason": "Injected"}
-    # Persistent: every retry of classify's write fails (409 without field causes is retried as optimistic).
+    # Persistent: every retry of classify's write fails (409 without field causes is retried as optimistic);
+    # the rollback's restores (forced applies) are answered.
     server.hooks.append(
         lambda m, p, q: (
-            (code, body) if m == "PATCH" and p.endswith("-classify") and q.get("dryRun") != "All" else None
+            (code, body)
+            if m == "PATCH" and p.endswith("-classify") and q.get("dryRun") != "All" and not _forced(q)
+            else None
         )
     )
     result = _go(after, video, backend, clock)
     _assert_rolled_back(result, server, video, before, after, str(code))
     by = {o.stage: o for o in result.outcomes}
-    assert by["detect"].status == "rolled-back" and by["classify"].status == "failed"
+    assert by["detect"].status == "rolled-back"
+    # A 5xx may have been carried out (a 504 says so): the stage is restored too. A 4xx was refused.
+    assert by["classify"].status == ("rolled-back" if code >= 500 else "failed")
+
+
+def test_a_write_that_landed_but_whose_answer_was_lost_is_restored(video, server, clock):
+    """The first try of classify's write is stored, its answer dropped; the retries get 503: the stage may be
+    on the new plan, so it is restored and never reported as untouched."""
+    before, after = _plans(video)
+    backend = _started(server, video, before, clock)
+    state = {"n": 0}
+
+    def hook(m, p, q):
+        if m == "PATCH" and p.endswith("-classify") and q.get("dryRun") != "All" and not _forced(q):
+            state["n"] += 1
+            if state["n"] == 1:
+                return "store-then-drop"
+            return (503, {"message": "injected 503"})
+        return None
+
+    server.hooks.append(hook)
+    result = _go(after, video, backend, clock)
+    _assert_rolled_back(result, server, video, before, after, "503")
+    assert {o.stage: o.status for o in result.outcomes} == {
+        "detect": "rolled-back",
+        "classify": "rolled-back",
+    }
+
+
+def test_a_refusal_at_the_dry_run_writes_nothing(video, server, clock):
+    before, after = _plans(video)
+    backend = _started(server, video, before, clock)
+    writes = len(_deployment_writes(server))
+    server.hooks.append(
+        lambda m, p, q: (403, {"message": "forbidden: quota"}) if q.get("dryRun") == "All" else None
+    )
+    result = _go(after, video, backend, clock)
+    assert not result.ok and "403" in result.cause and "refused before anything was written" in result.cause
+    assert len(_deployment_writes(server)) == writes
+    assert set(_on(server, video, before, after).values()) == {"old"}
 
 
 @pytest.mark.parametrize("code", [403, 422, 500])
@@ -159,7 +205,11 @@ def test_an_error_on_the_first_write_changes_nothing(video, server, clock, code)
     backend = _started(server, video, before, clock)
     _write_hook(server, 1, (code, {"kind": "Status", "code": code, "message": f"injected {code}"}))
     server.hooks.append(
-        lambda m, p, q: (code, {"message": "still"}) if m == "PATCH" and q.get("dryRun") != "All" else None
+        lambda m, p, q: (
+            (code, {"message": "still"})
+            if m == "PATCH" and q.get("dryRun") != "All" and not _forced(q)  # restores are answered
+            else None
+        )
     )
     result = _go(after, video, backend, clock)
     _assert_rolled_back(result, server, video, before, after, str(code))
@@ -168,11 +218,20 @@ def test_an_error_on_the_first_write_changes_nothing(video, server, clock, code)
 def test_a_missing_namespace_is_refused_before_anything_is_written(video, server, clock):
     before, _ = _plans(video)
     server.namespaces = {"somewhere-else"}
-    result = _go(before, video, _backend(server, clock), clock)
-    assert not result.ok and "not found" in result.cause and "namespace" in result.cause
+    # On a real API server the first write is the pipeline's Lease: refused there, naming the namespace.
+    with pytest.raises(ClusterError, match='namespaces "default" not found.*namespace exists'):
+        _go(before, video, _backend(server, clock), clock)
     assert server.objects == {} and not _deployment_writes(server)
-    preview = _go(before, video, _backend(server, clock), clock, dry_run=True)
+    preview = _go(before, video, _backend(server, clock), clock, dry_run=True)  # takes no lock
     assert not preview.ok and "namespaces" in preview.cause
+
+
+def test_a_forbidden_lease_says_what_to_check(video, server, clock):
+    before, _ = _plans(video)
+    server.hooks.append(lambda m, p, q: (403, {"message": "leases is forbidden"}) if "/leases" in p else None)
+    with pytest.raises(ClusterError, match="403.*lack a permission in namespace default.*reconciler-rbac"):
+        _go(before, video, _backend(server, clock), clock)
+    assert server.objects == {}
 
 
 def test_a_field_conflict_is_found_by_the_preflight_and_nothing_is_written(video, server, clock):
@@ -456,3 +515,107 @@ def test_a_deployment_of_another_pipeline_with_the_same_name_is_never_taken_over
             clock,
         )
     assert backend.objects == snapshot
+
+
+# ---- the lock under faults -------------------------------------------------------------------------------
+def _lease_spec(server) -> dict:
+    return server.leases[(NS, "ipa-video-gpu")]["spec"]
+
+
+def test_a_lease_lost_mid_run_stops_every_write_including_the_rollback(video, server, clock):
+    before, after = _plans(video)
+    backend = _backend(server, clock, lease_duration_s=6)
+    assert _go(before, video, backend, clock).ok
+    clock.sleep(10)
+    state = {"taken": False}
+
+    def hook(m, p, q):  # while A waits for detect's rollout, B takes the lease (A stalled past its expiry)
+        if (
+            m == "GET"
+            and p.endswith("-detect")
+            and not state["taken"]
+            and server.writes[-1][1].endswith("detect")
+        ):
+            state["taken"] = True
+            _lease_spec(server)["holderIdentity"] = "writer-B"
+            server.leases[(NS, "ipa-video-gpu")]["metadata"]["resourceVersion"] = "9999"
+        return None
+
+    server.hooks.append(hook)
+    writes = len(_deployment_writes(server))
+    result = _go(after, video, backend, clock, holder="writer-A")
+    assert "lost the pipeline lease" in result.cause and "writer-B" in result.cause
+    by = {o.stage: o for o in result.outcomes}
+    assert by["detect"].status == "abandoned" and by["detect"].on == "unknown"  # never forced back over B
+    assert len(_deployment_writes(server)) == writes + 1  # detect's own write, nothing after it
+    assert "unknown state" in result.summary()
+    assert _lease_spec(server)["holderIdentity"] == "writer-B"  # not released by A: it is not A's
+
+
+def test_a_renew_whose_answer_was_lost_is_not_taken_for_another_writer(video, server, clock):
+    from tests.k8s_apiserver import STORE_THEN_DROP
+
+    before, after = _plans(video)
+    backend = _backend(server, clock, lease_duration_s=6)  # renewed every 2 s of the 5-s rollout
+    assert _go(before, video, backend, clock).ok
+    clock.sleep(10)
+    state = {"n": 0}
+
+    def hook(m, p, q):
+        if m == "PUT" and "/leases/" in p:
+            state["n"] += 1
+            return STORE_THEN_DROP if state["n"] == 2 else None  # the first renew of this run
+        return None
+
+    server.hooks.append(hook)
+    result = _go(after, video, backend, clock)
+    assert result.ok, result.to_dict()
+    assert state["n"] >= 3
+
+
+def test_a_writer_whose_clock_runs_ahead_does_not_take_a_live_lease(video, server, clock):
+    before, _ = _plans(video)
+    import datetime as dt
+
+    renewed = dt.datetime.fromtimestamp(clock(), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    server.leases[(NS, "ipa-video-gpu")] = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "ipa-video-gpu", "namespace": NS, "resourceVersion": "1"},
+        "spec": {"holderIdentity": "writer-A", "leaseDurationSeconds": 60, "renewTime": renewed},
+    }
+    ahead = _backend(server, clock)
+    ahead.wall = lambda: clock() + 61  # its clock says A's renewal is 61 s old: past the duration
+    with pytest.raises(ClusterBusy, match="writer-A"):
+        _go(before, video, ahead, clock, lock_wait_s=30)
+    assert server.objects == {}
+    # Watched unchanged for a whole lease duration on its own clock, the lease is free (A died).
+    assert _go(before, video, ahead, clock, lock_wait_s=90).ok
+
+
+def test_the_summary_says_when_the_changed_stages_stay_on_the_new_plan(video, server, clock):
+    before, _ = _plans(video)
+    backend = _started(server, video, before, clock)
+    more = replace(
+        before, stages=(replace(before.stages[0], replicas=before.stages[0].replicas + 1), before.stages[1])
+    )
+    server.hold.add("video-gpu-detect")
+    server.hooks.append(lambda m, p, q: (403, {"message": "no"}) if m == "PATCH" and _forced(q) else None)
+    spec = video.spec.model_copy(
+        update={"deployment": video.spec.deployment.model_copy(update={"rollout_deadline_s": 30})}
+    )
+    result = reconcile(more, spec, backend, clock=clock, sleep=clock.sleep, poll_s=1.0)
+    assert {o.stage: o.on for o in result.outcomes} == {"detect": "new", "classify": "both"}
+    assert "every changed stage is still on the new plan" in result.summary()
+
+
+def test_an_interrupt_mid_rollout_restores_what_was_written(video, server, clock):
+    before, after = _plans(video)
+    backend = _started(server, video, before, clock)
+
+    def interrupted(_s):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reconcile(after, video.spec, backend, clock=clock, sleep=interrupted, poll_s=1.0)
+    assert set(_on(server, video, before, after).values()) == {"old"}
