@@ -1,5 +1,7 @@
-# Two entry points: `make demo` runs the main job on embedded defaults, `make test` runs the tests.
-# Both create the virtual environment (.venv) when it is missing or out of date.
+# Two entry points: `make demo` runs the main job on embedded defaults, `make test` runs the tests
+# (`make unit` is the fast loop while editing: lint, types and the unit tests only).
+# All create the virtual environment (.venv) when it is missing or out of date: when pyproject.toml or
+# constraints.txt is newer than its stamp.
 PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,7 +9,7 @@ STAMP := $(VENV)/.installed
 # What a first install takes (6.8 GB measured, with some room), checked before pip starts.
 VENV_NEEDS_KB := 7500000
 
-.PHONY: venv test lint services demo bench clean
+.PHONY: venv test unit lint typecheck services demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +30,10 @@ lint: venv
 	$(BIN)/ruff check ipa_airflow operators dags tests
 	$(BIN)/ruff format --check ipa_airflow operators dags tests
 
+# The engine's types: mypy on ipa_airflow/, configured in pyproject.toml ([tool.mypy]).
+typecheck: venv
+	$(BIN)/mypy
+
 # The integration tests run the real Prometheus server (Debian's package); install it when missing.
 services:
 	@command -v prometheus >/dev/null 2>&1 || { \
@@ -36,8 +42,11 @@ services:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "prometheus is not installed and cannot be installed here: its tests will be skipped"; fi; }
 
-test: lint services
+test: lint typecheck services
 	$(BIN)/python -m pytest
+
+unit: lint typecheck
+	$(BIN)/python -m pytest -q tests/unit
 
 demo: venv
 	$(BIN)/ipa demo --end-to-end
@@ -45,6 +54,7 @@ demo: venv
 bench: venv
 	$(BIN)/ipa bench solver --json
 	$(BIN)/ipa bench solver --accuracy product --json
+	$(BIN)/python -m pytest -q -m benchmark tests/benchmarks
 
 clean:
-	rm -rf $(VENV) .ipa .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .ipa .pytest_cache .ruff_cache .mypy_cache .hypothesis

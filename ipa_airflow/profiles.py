@@ -81,7 +81,7 @@ class LatencyCurve:
         pred = np.stack([np.ones_like(b), b, b * b], axis=1) @ coeffs
         rel = np.abs(pred - y) / y
         return cls(
-            coeffs=tuple(float(c) for c in coeffs),
+            coeffs=(float(coeffs[0]), float(coeffs[1]), float(coeffs[2])),
             max_rel_error=float(rel.max()),
             rmse_ms=float(np.sqrt(np.mean((pred - y) ** 2))),
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -26,7 +26,7 @@ from pydantic import (
 from .userfiles import UserFileError, read_yaml
 from .validation import DNS_LABEL, LABEL_VALUE, FieldProblems, format_problems, problems_of
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 # Every model below is strict (a boolean is not a number, "4" is not 4) and refuses .inf/.nan, so each
 # number a spec holds is finite and of the type its field says. Bounds are per field.
@@ -41,6 +41,7 @@ DNS_LABEL_MAX = 63
 DnsLabel = Annotated[str, Field(min_length=1, max_length=DNS_LABEL_MAX, pattern=DNS_LABEL)]
 
 AccuracyMethod = Literal["sum", "average", "product"]
+ResourceKind = Literal["cpu", "gpu"]
 RESOURCE_KINDS = ("cpu", "gpu")
 
 
@@ -90,12 +91,15 @@ class Resources(_Strict):
         return self
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> ResourceKind:
         return "gpu" if self.gpu is not None else "cpu"
 
     @property
     def units(self) -> float:
-        return float(self.gpu if self.gpu is not None else self.cpu)
+        if self.gpu is not None:
+            return float(self.gpu)
+        assert self.cpu is not None  # _one_kind: exactly one of the two is set
+        return float(self.cpu)
 
     @property
     def key(self) -> str:
@@ -260,6 +264,10 @@ class DeploymentSettings(_Strict):
         return self
 
 
+def _default_unit_costs() -> dict[ResourceKind, float]:
+    return {"cpu": 1.0, "gpu": 1.0}
+
+
 class PipelineSpec(_Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
     name: DnsLabel
@@ -269,9 +277,7 @@ class PipelineSpec(_Strict):
     latency_percentile: Literal["p50", "p95", "p99"] = "p99"
     objective: Objective = Field(default_factory=Objective)
     limits: Limits = Field(default_factory=Limits)
-    cost_per_unit: dict[Literal["cpu", "gpu"], NonNegative] = Field(
-        default_factory=lambda: {"cpu": 1.0, "gpu": 1.0}
-    )
+    cost_per_unit: dict[ResourceKind, NonNegative] = Field(default_factory=_default_unit_costs)
     profiles: list[Text] = Field(default_factory=list, description="profile files, relative to the spec")
     baselines: Baselines = Field(default_factory=Baselines)
     adaptation: Adaptation = Field(default_factory=Adaptation)

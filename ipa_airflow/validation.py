@@ -94,7 +94,7 @@ def _message(err: Mapping[str, Any], what: str) -> str:
         pattern = (err.get("ctx") or {}).get("pattern", "")
         if pattern in _PATTERN_WORDS:
             return f"{value!r} is not valid here: use {_PATTERN_WORDS[pattern]}"
-    if kind == "string_too_long":
+    if kind == "string_too_long" and isinstance(value, str):
         limit = (err.get("ctx") or {}).get("max_length")
         return f"{value!r} is {len(value)} characters; at most {limit} are allowed"
     if kind == "finite_number":

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..optimizer import brute_force, plan_from_data
 from ..optimizer.model_data import ModelData
 from ..optimizer.policies import policy_for
-from ..profiles import ProfileSet, published_accuracy
+from ..profiles import ProfileError, ProfileSet, published_accuracy
 from ..spec import PipelineSpec
 
 # Ordered from light to heavy; the first v form a stage of v variants.
@@ -69,13 +69,20 @@ class GridPoint:
         return d
 
 
+def _published(profiles: ProfileSet, model: str) -> float:
+    acc = published_accuracy(profiles.get(f"{model}/h100/fp16/gpu=1"))
+    if acc is None:
+        raise ProfileError(f"the H100 profile of {model} carries no published accuracy to plan with")
+    return acc
+
+
 def bench_spec(
     stages: int, variants: int, profiles: ProfileSet, accuracy: str, heterogeneous: bool = False
 ) -> PipelineSpec:
     """S identical stages of V variants; `heterogeneous` runs every other stage in fp32 instead of fp16,
     so the stages' latencies differ and no symmetry between them can help a solver."""
     models = BENCH_MODELS[:variants]
-    accs = {m: published_accuracy(profiles.get(f"{m}/h100/fp16/gpu=1")) for m in models}
+    accs = {m: _published(profiles, m) for m in models}
     # Normalise the product so a perfect pipeline scores 1 whatever the length, keeping accuracy and cost
     # comparable at every grid point (otherwise cost swamps accuracy in long chains).
     alpha = 1.0 / math.prod([max(accs.values()) / 100.0] * stages) if accuracy == "product" else 1.0

@@ -107,14 +107,14 @@ def plan_from_data(data: ModelData, *, solver: str = "auto") -> Plan:
     chosen = _pick_solver(data, solver)
     t0 = time.perf_counter()
     if chosen == "milp":
-        result = milp.solve(data)
-        choice, status, solver_name = result.choice, result.status, f"milp/{result.solver}"
+        exact = milp.solve(data)
+        choice, status, solver_name = exact.choice, exact.status, f"milp/{exact.solver}"
     elif chosen == "chain":
-        result = chain_search.solve(data)
-        choice, status, solver_name = result.choice, "Optimal" if result.feasible else "Infeasible", "chain"
+        chain = chain_search.solve(data)
+        choice, status, solver_name = chain.choice, "Optimal" if chain.feasible else "Infeasible", "chain"
     else:
-        result = brute_force.solve(data)
-        choice, status, solver_name = result.choice, "Optimal" if result.feasible else "Infeasible", "brute"
+        brute = brute_force.solve(data)
+        choice, status, solver_name = brute.choice, "Optimal" if brute.feasible else "Infeasible", "brute"
     elapsed = time.perf_counter() - t0
     if choice is None:
         return _infeasible_plan(data, solver_name, status, elapsed)
@@ -203,10 +203,12 @@ def _diagnose(data: ModelData, choice: Sequence[Option]) -> tuple[list[str], str
             )
         else:
             fastest = min(o.total_latency_s for o in cov.options)
+            share_s = data.stage_budget_s(st.name)
+            assert share_s is not None  # only the stage's own budget tells the two filters apart
             binding.append(f"stage_budget[{st.name}]")
             reasons.append(
                 f"stage '{st.name}' needs {fastest * 1000:.1f} ms at this load, over its share of "
-                f"{data.stage_budget_s(st.name) * 1000:.1f} ms of the latency budget"
+                f"{share_s * 1000:.1f} ms of the latency budget"
             )
     fastest = sum(min(o.total_latency_s for o in st.options) for st in restricted.stages if st.options)
     if fastest > data.latency_budget_s:

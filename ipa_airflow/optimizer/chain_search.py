@@ -59,7 +59,7 @@ def _prune_dominated_options(data: ModelData, options: tuple[Option, ...]) -> tu
     # i is dropped if some j is no worse everywhere and better somewhere, or is an identical earlier twin.
     twin = no_worse & ~better & (np.arange(len(options))[None, :] < np.arange(len(options))[:, None])
     dominated = ((no_worse & better) | twin).any(axis=1)
-    return tuple(o for o, d in zip(options, dominated, strict=True) if not d)
+    return tuple(options[i] for i in np.flatnonzero(~dominated))
 
 
 def _stages(data: ModelData) -> list[_Stage]:

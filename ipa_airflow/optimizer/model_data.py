@@ -65,13 +65,9 @@ class ModelData:
     accuracy_method: str  # sum | average | product
     max_replicas: int
     max_cost: float | None
+    latency_budget_s: float  # what plans may use: the SLA less the spec's latency_headroom
     stages: tuple[StageData, ...]
     policy: Policy = field(default_factory=Policy)
-    latency_budget_s: float | None = None  # what plans may use: the SLA less the spec's latency_headroom
-
-    def __post_init__(self):
-        if self.latency_budget_s is None:
-            object.__setattr__(self, "latency_budget_s", self.sla_s)
 
     @property
     def accuracy_weight(self) -> float:
@@ -118,7 +114,8 @@ class ModelData:
         stages = []
         for stage in spec.stages:
             scores = spec.accuracy_scores(stage)
-            feasible, too_slow = [], []
+            feasible: list[Option] = []
+            too_slow: list[Option] = []
             for variant in stage.variants:
                 for shape in variant.shapes:
                     profile = profiles.get(

@@ -17,10 +17,14 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..profiles import Profile, ProfileError, ProfileSet
 from ..spec import PipelineSpec
 from .keys import ProfileKey
+
+if TYPE_CHECKING:  # mlflow is an extra: imported where it is used
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +82,7 @@ class MlflowProfileRegistry:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.artifact_root = artifact_root
-        self._client = None
+        self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
 
     @property

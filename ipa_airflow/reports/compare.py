@@ -11,7 +11,7 @@ from ..profiles import ProfileSet
 def compare(ours: ProfileSet, reference: ProfileSet) -> dict[str, Any]:
     """Match profiles by (model, dtype, resources), ignoring the hardware name, and compare p50 per batch."""
     ref_by = {(p.model, p.dtype, p.resources): p for p in reference}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for p in ours:
         r = ref_by.get((p.model, p.dtype, p.resources))
         if r is None:

@@ -74,8 +74,10 @@ class _Router(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
+    # typeshed declares TextIOBase.encoding a plain attribute; at run time it is a read-only descriptor,
+    # which this property overrides as io's own text streams do.
     @property
-    def encoding(self) -> str:
+    def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.original, "encoding", None) or "utf-8"
 
     def __getattr__(self, name: str):  # e.g. `buffer`, `errors`: the target's

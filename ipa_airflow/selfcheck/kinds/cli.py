@@ -45,11 +45,11 @@ def run(case: dict, workdir: Path) -> tuple[str, str]:
         try:
             rc = cli.main(argv)
         except SystemExit as exc:  # argparse's usage errors, --help, --version
-            rc = exc.code
-            if isinstance(rc, str):
-                print(rc, file=sys.stderr)
-                rc = 1
-            rc = 0 if rc is None else rc
+            code = exc.code
+            if isinstance(code, str):
+                print(code, file=sys.stderr)
+                code = 1
+            rc = 0 if code is None else code
     out, err = cap.text()
     return classify(case, rc, out, err)
 
@@ -60,7 +60,7 @@ def classify(case: dict, rc: int, out: str, err: str) -> tuple[str, str]:
     if rc == INTERNAL_ERROR:
         return "traceback", f"exit 3 (internal error): {_error_line(err)}"
     match = case.get("match")
-    found = bool(match) and any(re.search(match, text, re.IGNORECASE) for text in (err, out))
+    found = any(re.search(match, text, re.IGNORECASE) for text in (err, out)) if match else False
     if case["expect"] == "error":
         if rc == 0:
             return (
