@@ -187,14 +187,15 @@ def cmd_profile(args) -> int:
 
     batch_sizes = parse_batch_sizes(args.batch_sizes)
     out = Path(args.out) if args.out is not None else None  # checked writable by argparse, before any work
+    registry = None if args.no_log and not args.model_uri else _registry(args.tracking_uri)
+    # File what earlier runs could not; MLflow down fails now, before torch loads and measuring starts.
+    if not args.no_log:
+        push_pending(registry, say=(lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr)))
     device = resolve_device(args.device)
     hardware = args.hardware or _hardware_slug(
         (lambda e: e.get("gpu") or e.get("cpu", ""))(environment(device, args.threads, args.dtype))
     )
     request = SweepRequest(hardware, batch_sizes, device, args.threads, args.dtype)
-    registry = None if args.no_log and not args.model_uri else _registry(args.tracking_uri)
-    if not args.no_log:  # file what earlier runs could not; MLflow down fails now, before measuring
-        push_pending(registry, say=(lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr)))
     model_ref = name = None
     if args.model_uri:
         model_ref, name, version = registry.resolve_model_ref(args.model_uri)
@@ -265,9 +266,9 @@ def _trace(args):
 
 
 def cmd_forecast_backtest(args) -> int:
-    from .forecasting.backtest import score, walk
-    from .forecasting.misses import MissProfile
-    from .forecasting.registry import forecaster
+    from .forecasting.backtesting.backtest import score, walk
+    from .forecasting.backtesting.misses import MissProfile
+    from .forecasting.catalog import forecaster
     from .forecasting.sources import named_days
 
     series = _trace(args)
@@ -353,10 +354,12 @@ def cmd_forecast_export(args) -> int:
         SECONDS_PER_DAY,
         LoadSourceError,
         PrometheusSource,
+        check_writable,
         last_whole_days,
         write_trace,
     )
 
+    check_writable(args.out)  # argparse checked the path; this tries it, before the fetch
     if args.days is not None:
         start, end = last_whole_days(time.time(), args.days)
     elif args.start is not None and args.end is not None:
@@ -417,7 +420,7 @@ def cmd_forecast_export(args) -> int:
 
 
 def cmd_forecast_compare(args) -> int:
-    from .forecasting.evaluation import compare
+    from .forecasting.backtesting.comparison import compare
     from .forecasting.sources import parse_days
 
     series = _trace(args)
@@ -460,10 +463,10 @@ def _render_frontier(front: dict) -> None:
 def cmd_forecast_train(args) -> int:
     import tempfile
 
-    from .forecasting.backtest import score, walks
-    from .forecasting.misses import MissProfile
+    from .forecasting.backtesting.backtest import score, walks
+    from .forecasting.backtesting.misses import MissProfile
+    from .forecasting.catalog import forecaster
     from .forecasting.mlflow_store import log_forecaster
-    from .forecasting.registry import forecaster
     from .forecasting.sources import named_days
     from .registry.mlflow_profiles import check_reachable
     from .reports.forecast_plot import plot_misses
@@ -958,8 +961,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=at.seed, default=0)
         p.add_argument("--json", action="store_true")
 
+    from .forecasting.catalog import FORECASTERS
     from .forecasting.mlflow_store import REGISTRABLE
-    from .forecasting.registry import FORECASTERS
     from .forecasting.sources import PrometheusSource
 
     p = forecast.add_parser("backtest", help="walk a trace at the paper's cadence and score one forecaster")

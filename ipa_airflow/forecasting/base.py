@@ -1,9 +1,10 @@
 """The forecaster interface, after statsmodels: structure in the constructor, `fit(history)` returns an
 immutable fitted result that predicts points and upper quantiles.
 
-Upper quantiles come from the forecaster's own errors on held-out data: the ratio actual / predicted,
-grouped by predicted level (errors are relatively larger at low load), so the planner can provision for
-the 90th or 95th percentile of the next peak instead of a fixed margin.
+A fitted forecaster is a point model (what the estimator learned: the next peak from the last bins, and
+quantile heads where it has them; models/) plus its calibration (what held-out data taught it about the
+peaks it misses; calibration.py). Each half serialises to a dict, and so does the whole, which is what
+the MLflow store keeps beside a torch module.
 """
 
 from __future__ import annotations
@@ -11,21 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from ..spec import PLAN_QUANTILES
-from .season import Season
+from .calibration import Calibration, calibrate, calibration_cut
+from .clock import Onsets, Season
 from .windows import WindowSpec, decision_seconds, recent_bins, samples
 
-if TYPE_CHECKING:
-    from .onsets import Onsets
-
 SCHEMA_VERSION = 1
-_LEVELS = 5  # groups of predicted level for the residual quantiles
-_CALIBRATION_SHARE = 0.1  # the last tenth of the training series calibrates the quantiles
 
 
 @dataclass(frozen=True)
@@ -83,58 +80,93 @@ class Forecast:
         )
 
 
-@dataclass(frozen=True)
-class ResidualQuantiles:
-    """Quantiles of actual / predicted, per group of predicted level."""
+class PointModel(Protocol):
+    """What an estimator learned: from a window's bin features (n, bins, 2), the next peak (n,), and for
+    a model with quantile heads, those quantiles (n, len(levels)). `to_dict` names its `kind`, the key
+    of catalog.POINT_MODELS, whose `from_dict` rebuilds it."""
 
-    edges: np.ndarray  # upper edges of the level groups (last is +inf)
-    ratios: tuple[np.ndarray, ...]  # sorted ratios per group
+    kind: ClassVar[str]
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """The quantile levels of its heads; () for a model without heads."""
+        ...
+
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
+
+    def heads(self, X: np.ndarray) -> np.ndarray: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
     @classmethod
-    def calibrate(cls, predicted: np.ndarray, actual: np.ndarray) -> ResidualQuantiles:
-        ok = predicted > 0
-        predicted, actual = predicted[ok], actual[ok]
-        if len(predicted) < _LEVELS * 20:
-            return cls(np.array([np.inf]), (np.sort(actual / predicted) if len(predicted) else np.ones(1),))
-        edges = np.quantile(predicted, np.linspace(0, 1, _LEVELS + 1)[1:-1])
-        edges = np.append(edges, np.inf)
-        group = np.searchsorted(edges, predicted, side="left")
-        ratios = tuple(np.sort(actual[group == g] / predicted[group == g]) for g in range(len(edges)))
-        return cls(edges, ratios)
-
-    def factor(self, predicted: np.ndarray, q: float) -> np.ndarray:
-        group = np.minimum(np.searchsorted(self.edges, predicted, side="left"), len(self.ratios) - 1)
-        per_group = np.array([np.quantile(r, q) if len(r) else 1.0 for r in self.ratios])
-        return np.maximum(per_group[group], 0.0)
+    def from_dict(cls, d: Mapping[str, Any], *, module: Any = None) -> PointModel:
+        """`module`: the trained torch module of a model that has one (to_dict leaves it out)."""
+        ...
 
 
-@dataclass(frozen=True)
-class QuantileHeads:
-    """A model that predicts quantiles itself, each conformally scaled on held-out data."""
+class PointsOnly:
+    """For point models without quantile heads: their upper quantiles come from the residuals."""
 
-    levels: np.ndarray  # the quantile levels of the heads
-    fn: Callable[[np.ndarray], np.ndarray]  # (n, bins, 2) -> (n, len(levels))
-    corrections: np.ndarray  # multiplicative, per head
+    levels: ClassVar[tuple[float, ...]] = ()
 
-    def predict(self, X: np.ndarray, q: float) -> np.ndarray | None:
-        hit = np.flatnonzero(np.isclose(self.levels, q))
-        if len(hit) == 0:
-            return None
-        return self.fn(X)[:, hit[0]] * self.corrections[hit[0]]
+    def heads(self, X: np.ndarray) -> np.ndarray:
+        raise TypeError(f"{type(self).__name__} has no quantile heads")
 
 
 @dataclass(frozen=True)
 class FittedForecaster:
+    """One fit, immutable: the point model the estimator learned plus its calibration. It forecasts
+    the point and upper quantiles of the next peak for every decision of a window of inputs."""
+
     name: str
     window: WindowSpec
-    predict_fn: Callable[[np.ndarray], np.ndarray]  # (n, bins, 2) bin features -> (n,) points
-    residuals: ResidualQuantiles
+    point: PointModel
+    calibration: Calibration
     params: Mapping[str, Any] = field(default_factory=dict)
     fit_s: float = 0.0
-    heads: QuantileHeads | None = None
-    module: Any = None  # the trained torch module, for models that have one
-    season: Season | None = None  # load that repeats with the clock (see season.py)
-    onsets: Onsets | None = None  # bursts that start at the same minute in some hours (see onsets.py)
+
+    @property
+    def season(self) -> Season | None:
+        """Load that repeats with the clock (see clock.py)."""
+        return self.calibration.season
+
+    @property
+    def onsets(self) -> Onsets | None:
+        """Bursts that start at the same minute in some hours (see clock.py)."""
+        return self.calibration.onsets
+
+    @property
+    def module(self) -> Any:
+        """The trained torch module, for models that have one (the MLflow store keeps it)."""
+        return getattr(self.point, "module", None)
+
+    def with_calibration(self, **changes: Any) -> FittedForecaster:
+        return replace(self, calibration=replace(self.calibration, **changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but a torch module, which the MLflow store keeps in its own format."""
+        return {
+            "name": self.name,
+            "window": asdict(self.window),
+            "point": self.point.to_dict(),
+            **self.calibration.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(
+        cls, d: Mapping[str, Any], *, module: Any = None, params: Mapping[str, Any] | None = None
+    ) -> FittedForecaster:
+        """`module`: the torch module of a model that has one; `params`: what to say of its fit."""
+        # The catalog imports every estimator, and each estimator imports this module.
+        from .catalog import point_model_from_dict
+
+        window = WindowSpec(**d["window"])
+        point = point_model_from_dict(d["point"], module=module)
+        calibration = Calibration.from_dict(d, window)
+        heads = () if calibration.head_levels is None else tuple(calibration.head_levels)
+        if len(heads) != len(point.levels) or not np.allclose(heads, point.levels):
+            raise ValueError(f"the calibration's heads {heads} are not the point model's {point.levels}")
+        return cls(d["name"], window, point, calibration, dict(params or {}))
 
     def inputs(
         self, series: np.ndarray, *, start_s: int = 0, first_decision_s: int = 0
@@ -155,13 +187,15 @@ class FittedForecaster:
     def quantile(self, X: np.ndarray, q: float, decision_s: np.ndarray | None = None) -> np.ndarray:
         """An upper quantile of the next peak: the model's own head where it has one, else the point
         scaled by the held-out residual quantile at its level; at least the onset floor where the
-        model has one (onsets.py)."""
-        direct = None if self.heads is None else self.heads.predict(np.asarray(X, dtype=float), q)
-        if direct is not None:
+        model has one (clock.py)."""
+        head = self.calibration.head(q)
+        if head is not None:
+            column, correction = head
+            direct = self.point.heads(np.asarray(X, dtype=float))[:, column] * correction
             out = np.maximum(direct, 0.0) * self._seasonal(decision_s, q)
         else:
             point = self._base_point(X)
-            out = point * self.residuals.factor(point, q) * self._seasonal(decision_s, q)
+            out = point * self.calibration.residuals.factor(point, q) * self._seasonal(decision_s, q)
         if self.onsets is None:
             return out
         if decision_s is None:
@@ -169,7 +203,7 @@ class FittedForecaster:
         return self.onsets.combine(out, np.asarray(X, dtype=float), decision_s, q)
 
     def _base_point(self, X: np.ndarray) -> np.ndarray:
-        return np.maximum(self.predict_fn(np.asarray(X, dtype=float)), 0.0)
+        return np.maximum(self.point.predict(np.asarray(X, dtype=float)), 0.0)
 
     def _seasonal(self, decision_s: np.ndarray | None, q: float | None) -> np.ndarray | float:
         if self.season is None:
@@ -215,8 +249,11 @@ class FittedForecaster:
 
 
 class Forecaster(Protocol):
-    name: str
-    window: WindowSpec
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def window(self) -> WindowSpec: ...
 
     def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
         """`start_s`: the time of series[0] (unix seconds, or a trace's second); seasonal models use it."""
@@ -225,8 +262,8 @@ class Forecaster(Protocol):
 
 @dataclass(frozen=True)
 class ClockLayer:
-    """A layer around a base forecaster that knows the clock (seasonal.py, onsets.py): it fits the base
-    model, then learns what repeats every `period_s` seconds on top of it."""
+    """A layer around a base forecaster that knows the clock (models/seasonal.py, models/onsets.py): it
+    fits the base model, then learns what repeats every `period_s` seconds on top of it."""
 
     base: Forecaster
     name: str
@@ -237,40 +274,19 @@ class ClockLayer:
         return self.base.window
 
 
-def calibration_cut(n_s: int, window: WindowSpec) -> int:
-    """Where the held-out tenth of a training series of `n_s` seconds begins."""
-    cut = int(n_s * (1 - _CALIBRATION_SHARE))
-    return cut - cut % window.bin_s
-
-
 def fit_with_calibration(
-    name: str, window: WindowSpec, series: np.ndarray, fit_predict_fn, *, conformal: bool = True
+    name: str,
+    window: WindowSpec,
+    series: np.ndarray,
+    fit_point: Callable[[np.ndarray], tuple[PointModel, dict[str, Any]]],
+    *,
+    conformal: bool = True,
 ) -> FittedForecaster:
-    """Fit on all but the last tenth of `series`, calibrate the quantiles on that tenth.
-
-    `fit_predict_fn(train)` returns (predict_fn, params) or (predict_fn, params, heads, module), where
-    heads is None or (levels, fn) for models that predict quantiles themselves. A model whose heads are
-    already empirical quantiles of its own errors, with too few parameters to overfit, passes
-    `conformal=False`: it fits on the whole series and keeps its heads, which a one-tenth calibration
-    split would only make noisier.
-    """
+    """Fit a point model on all but the last tenth of `series` (`fit_point(train)` returns it and its
+    parameters), and calibrate its quantiles on that tenth (calibration.calibrate). A model that keeps
+    its own heads (`conformal=False`) fits on the whole series."""
     t0 = time.perf_counter()
     cut = calibration_cut(len(series), window)
-    fitted = fit_predict_fn(series[:cut] if conformal else series)
-    predict_fn, params = fitted[0], fitted[1]
-    raw_heads, module = (fitted[2], fitted[3]) if len(fitted) > 2 else (None, None)
-    X, y = samples(series, window, first_decision_s=cut)
-    residuals = ResidualQuantiles.calibrate(np.maximum(predict_fn(X), 0.0), y)
-    heads = None
-    if raw_heads is not None:
-        levels, fn = raw_heads
-        corrections = np.ones(len(levels))
-        if conformal:
-            # Split-conformal, multiplicative: scale each head so its held-out coverage equals its level.
-            out = np.maximum(fn(X), 1e-9)
-            corrections = np.array([np.quantile(y / out[:, i], q) for i, q in enumerate(levels)])
-            params = {**params, "conformal_corrections": [round(float(c), 4) for c in corrections]}
-        heads = QuantileHeads(np.asarray(levels), fn, corrections)
-    return FittedForecaster(
-        name, window, predict_fn, residuals, params, time.perf_counter() - t0, heads, module
-    )
+    point, params = fit_point(series[:cut] if conformal else series)
+    calibration, found = calibrate(point, window, series, conformal=conformal)
+    return FittedForecaster(name, window, point, calibration, {**params, **found}, time.perf_counter() - t0)

@@ -1,63 +1,38 @@
-"""Trained forecasters in MLflow: the torch module as a registered model, its calibration beside it.
+"""Trained forecasters in MLflow: the torch module as a registered model, the rest of the fitted
+forecaster beside it.
 
-A forecaster needs more than its module to give quantiles (the held-out residual quantiles and the
-conformal corrections), so the run also stores `calibration.json`; `load` puts both back together.
+A forecaster needs more than its module to give quantiles (the held-out residual quantiles, the
+conformal corrections, the clock's tables), so the run also stores `calibration.json`: the fitted
+forecaster's dict (base.FittedForecaster.to_dict, everything but the module); `load` puts both back
+together. Versions registered before the file named its point model load as they always did: the
+point model is then an LSTM read on the inputs its name implies.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..registry.mlflow_profiles import mlflow_errors
-from .base import FittedForecaster, QuantileHeads, ResidualQuantiles
-from .lstm import _run
-from .onsets import Onsets
-from .season import Season
-from .windows import MAX, WindowSpec, samples
+from .base import FittedForecaster
+from .models.lstm import INPUTS, LstmPeak
+from .windows import samples
 
-FEATURES = {
-    "lstm": slice(MAX, MAX + 1),
-    "lstm-quantile": slice(0, 2),
-    "lstm-quantile-hourly": slice(0, 2),
-    "lstm-quantile-onsets": slice(0, 2),
-    "lstm-quantile-hourly-onsets": slice(0, 2),
+# The forecasters MLflow can keep, those that train a torch module, and the inputs their module reads
+# (what a calibration.json written before it named its point model implies).
+MODULE_INPUTS = {
+    "lstm": "max",
+    "lstm-quantile": "max+mean",
+    "lstm-quantile-hourly": "max+mean",
+    "lstm-quantile-onsets": "max+mean",
+    "lstm-quantile-hourly-onsets": "max+mean",
 }
-# The forecasters MLflow can keep: those that train a torch module, with the inputs above.
-REGISTRABLE = tuple(FEATURES)
-
-
-def _calibration(fitted: FittedForecaster) -> dict:
-    cal = {
-        "name": fitted.name,
-        "window": {
-            "bins": fitted.window.bins,
-            "bin_s": fitted.window.bin_s,
-            "horizon_s": fitted.window.horizon_s,
-        },
-        "residual_edges": [float(e) for e in fitted.residuals.edges],
-        "residual_ratios": [r.tolist() for r in fitted.residuals.ratios],
-    }
-    if fitted.heads is not None:
-        cal["head_levels"] = fitted.heads.levels.tolist()
-        cal["head_corrections"] = fitted.heads.corrections.tolist()
-    if fitted.season is not None:
-        cal["season"] = {
-            "period_s": fitted.season.period_s,
-            "profile": [round(float(v), 5) for v in fitted.season.profile],
-            "corrections": dict(fitted.season.corrections),
-        }
-    if fitted.onsets is not None:
-        cal["onsets"] = {
-            "period_s": fitted.onsets.period_s,
-            "ratios": {q: [round(float(v), 5) for v in r] for q, r in fitted.onsets.ratios.items()},
-            "corrections": dict(fitted.onsets.corrections),
-        }
-    return cal
+REGISTRABLE = tuple(MODULE_INPUTS)
 
 
 def log_forecaster(
@@ -75,10 +50,11 @@ def log_forecaster(
     the backtest), and register it: (run_id, version)."""
     import mlflow
 
-    if fitted.module is None:
+    if not isinstance(fitted.point, LstmPeak):
         raise ValueError(f"forecaster '{fitted.name}' has no trained module to log")
     X, _ = samples(train_series[-fitted.window.history_s * 4 :], fitted.window)
-    example = X[:2, :, FEATURES[fitted.name]].astype(np.float32)  # two rows keep the batch axis dynamic
+    # Two rows keep the batch axis dynamic.
+    example = X[:2, :, INPUTS[fitted.point.inputs]].astype(np.float32)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     with mlflow_errors(tracking_uri, f"log the {fitted.name} forecaster"):
@@ -88,7 +64,7 @@ def log_forecaster(
                 {k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in fitted.params.items()}
             )
             mlflow.log_metrics(metrics)
-            mlflow.log_dict(_calibration(fitted), "calibration.json")
+            mlflow.log_dict(fitted.to_dict(), "calibration.json")
             for path in artifacts:
                 mlflow.log_artifact(str(path), artifact_path="backtest")
             info = mlflow.pytorch.log_model(
@@ -110,37 +86,18 @@ def load_forecaster(model_uri: str, *, tracking_uri: str) -> FittedForecaster:
             path = mlflow.artifacts.download_artifacts(
                 run_id=info.run_id, artifact_path="calibration.json", dst_path=tmp
             )
-            cal = json.loads(Path(path).read_text())
-    window = WindowSpec(**cal["window"])
-    feats = FEATURES[cal["name"]]
+            saved = json.loads(Path(path).read_text())
+    return FittedForecaster.from_dict(with_point(saved), module=module, params={"model_uri": model_uri})
 
-    def raw(X: np.ndarray) -> np.ndarray:
-        return _run(module, X[:, :, feats].astype(np.float32))
 
-    heads = None
-    if "head_levels" in cal:
-        levels = np.asarray(cal["head_levels"])
-        median = int(np.argmin(np.abs(levels - 0.5)))
-
-        def head_fn(X: np.ndarray) -> np.ndarray:
-            return np.maximum.accumulate(raw(X), axis=1)
-
-        heads = QuantileHeads(levels, head_fn, np.asarray(cal["head_corrections"]))
-        predict = lambda X: head_fn(X)[:, median]  # noqa: E731
-    else:
-        predict = raw
-    residuals = ResidualQuantiles(
-        np.asarray(cal["residual_edges"]), tuple(np.asarray(r) for r in cal["residual_ratios"])
-    )
-    season = None
-    if "season" in cal:
-        s = cal["season"]
-        season = Season(int(s["period_s"]), np.asarray(s["profile"], dtype=float), dict(s["corrections"]))
-    onsets = None
-    if "onsets" in cal:
-        o = cal["onsets"]
-        ratios = {q: np.asarray(r, dtype=float) for q, r in o["ratios"].items()}
-        onsets = Onsets(int(o["period_s"]), window, ratios, dict(o["corrections"]))
-    return FittedForecaster(
-        cal["name"], window, predict, residuals, {"model_uri": model_uri}, 0.0, heads, module, season, onsets
-    )
+def with_point(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """A calibration.json with its point model named: as saved, or, for a version registered before
+    the file named it, the LSTM its forecaster's name implies."""
+    if "point" in saved:
+        return dict(saved)
+    point = {
+        "kind": LstmPeak.kind,
+        "inputs": MODULE_INPUTS[saved["name"]],
+        "levels": saved.get("head_levels", []),
+    }
+    return {**saved, "point": point}

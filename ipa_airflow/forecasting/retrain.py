@@ -1,9 +1,10 @@
 """Retrain the load forecaster and register it only if its backtest is better than the registered one,
 on a trace file or on the last days of live load in Prometheus.
 
-Better means a lower quantile loss at the planner's quantile (see backtest.quantile_loss). Comparing
-under-prediction rates would not do: two calibrated forecasters both miss about the quantile's share,
-and which one misses a little less is noise; the loss also rewards the one that needs less margin.
+Better means a lower quantile loss at the planner's quantile (see backtesting/backtest.quantile_loss).
+Comparing under-prediction rates would not do: two calibrated forecasters both miss about the
+quantile's share, and which one misses a little less is noise; the loss also rewards the one that
+needs less margin.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from ..registry.mlflow_profiles import MlflowUnreachable, RegistryError
 from ..settings import load_settings
 from ..spec import Adaptation
-from .backtest import backtest
+from .backtesting.backtest import BacktestResult, backtest
+from .catalog import forecaster
 from .mlflow_store import REGISTRABLE, load_forecaster, log_forecaster
-from .registry import forecaster
 from .sources import PrometheusSource, last_whole_days, named_days, read_trace, write_trace
 
 log = logging.getLogger(__name__)
@@ -72,20 +74,28 @@ def retrain(
     except (RegistryError, KeyError, ValueError) as exc:  # none registered yet, or one this code cannot read
         log.warning("no usable %s to compare with (%s); registering the new forecaster", uri, exc)
         current = None
-    out = {"new": new.metrics(), "quantile": quantile, "registered": True}
+    metrics = new.metrics()
+    out: dict[str, Any] = {"new": metrics, "quantile": quantile, "registered": True}
     if current is not None:
         old = backtest(current, train, test, quantile=quantile, test_start_s=test_start)
         out["current"] = old.metrics()
-        out["registered"] = new.quantile_loss < (1 - MIN_GAIN) * old.quantile_loss
+        out["registered"] = better(new, old)
     if out["registered"]:
         run_id, version = log_forecaster(
             fitted,
             tracking_uri=tracking_uri,
             experiment=load_settings(tracking_uri=tracking_uri).mlflow.forecasts_experiment,
             registered_name=registered_name,
-            metrics=out["new"],
+            metrics=metrics,
             train_series=train,
             tags={"ipa.trace": trace, "ipa.train_days": train_days, "ipa.test_days": test_days},
         )
         out.update(run_id=run_id, model_uri=f"models:/{registered_name}/{version}")
     return out
+
+
+def better(new: BacktestResult, old: BacktestResult) -> bool:
+    """Whether `new`'s quantile loss is at least MIN_GAIN lower than `old`'s, on the same days."""
+    if new.quantile_loss is None or old.quantile_loss is None:
+        raise ValueError("retraining compares quantile forecasts: both backtests need a quantile")
+    return new.quantile_loss < (1 - MIN_GAIN) * old.quantile_loss

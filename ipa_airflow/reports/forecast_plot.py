@@ -16,7 +16,8 @@ def plot_frontier(
     front = report["frontier"]
     under = [u * 100 for u in front["under_rates"]]
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)  # more forecasters than the default 10 colours
+    tab20 = plt.get_cmap("tab20")
+    ax.set_prop_cycle(color=tab20(range(tab20.N)))  # more forecasters than the default 10 colours
     for name, curve in front["curves"].items():
         ax.plot(under, [c * 100 for c in curve], "o-" if "x constant" in name else "s--", label=name)
     for (name, curve), style in zip(front["oracles"].items(), ("k:", "k-.", "k--"), strict=False):
@@ -44,7 +45,7 @@ def plot_frontier(
 
 def plot_misses(walk, profile, path: str | Path, *, title: str) -> Path:
     """Where a backtest missed: the hour with the most misses, forecast against true peak, above the
-    under-prediction rate by minute of the hour and by hour of the day (see forecasting/misses.py)."""
+    under-prediction rate by minute of the hour and by hour of the day (forecasting/backtesting/misses.py)."""
     import matplotlib
 
     matplotlib.use("Agg")

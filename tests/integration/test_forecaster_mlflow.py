@@ -105,7 +105,7 @@ def test_the_forecast_task_loads_the_registered_forecaster_and_falls_back_withou
 ):
     from ipa_airflow_provider.operators import IpaForecastOperator
 
-    from ipa_airflow.forecasting.registry import forecaster
+    from ipa_airflow.forecasting.catalog import forecaster
     from ipa_airflow.forecasting.sources import read_trace
     from ipa_airflow.settings import default_trace
     from tests.conftest import PIPELINES
@@ -157,8 +157,8 @@ def test_the_forecast_task_loads_the_registered_forecaster_and_falls_back_withou
 def test_a_clock_aware_forecaster_keeps_what_it_knows_of_the_hour_through_the_registry(
     mlflow_server, model, clocks
 ):
+    from ipa_airflow.forecasting.catalog import forecaster
     from ipa_airflow.forecasting.mlflow_store import log_forecaster
-    from ipa_airflow.forecasting.registry import forecaster
     from ipa_airflow.forecasting.sources import read_trace
     from ipa_airflow.settings import default_trace
 
@@ -198,7 +198,7 @@ def test_train_checks_mlflow_before_fitting_and_load_says_what_mlflow_refused(
     def no_fit(name):
         raise AssertionError(f"fitted {name} with MLflow down")
 
-    monkeypatch.setattr("ipa_airflow.forecasting.registry.forecaster", no_fit)
+    monkeypatch.setattr("ipa_airflow.forecasting.catalog.forecaster", no_fit)
     argv = ["forecast", "train", "--trace", str(trace), "--train-days", "0", "--test-days", "1"]
     assert main([*argv, "--model", "lstm", "--tracking-uri", down]) == 2
     err = capsys.readouterr().err
@@ -210,8 +210,8 @@ def test_train_checks_mlflow_before_fitting_and_load_says_what_mlflow_refused(
 
 
 def test_retraining_registers_only_a_forecaster_with_a_lower_quantile_loss(mlflow_server, tmp_path):
+    from ipa_airflow.forecasting.catalog import forecaster
     from ipa_airflow.forecasting.mlflow_store import log_forecaster
-    from ipa_airflow.forecasting.registry import forecaster
     from ipa_airflow.forecasting.retrain import retrain
     from ipa_airflow.registry.mlflow_profiles import MlflowUnreachable
     from tests.integration.conftest import free_port

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ipa_airflow.forecasting.base import Forecast
-from ipa_airflow.forecasting.registry import forecaster
+from ipa_airflow.forecasting.catalog import forecaster
 from ipa_airflow.forecasting.sources import LoadSourceError, PrometheusSource
 from ipa_airflow.forecasting.step import forecast_for, forecast_step
 from tests.integration.conftest import free_port

@@ -32,7 +32,7 @@ import numpy as np
 
 from ...forecasting import step
 from ...forecasting.base import Forecast
-from ...forecasting.registry import forecaster
+from ...forecasting.catalog import forecaster
 from ...forecasting.sources import LoadSourceError, PrometheusSource
 from ...forecasting.step import forecast_for
 

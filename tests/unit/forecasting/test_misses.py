@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ipa_airflow.cli import main
-from ipa_airflow.forecasting.backtest import Walk
-from ipa_airflow.forecasting.misses import MissProfile
+from ipa_airflow.forecasting.backtesting.backtest import Walk
+from ipa_airflow.forecasting.backtesting.misses import MissProfile
 from ipa_airflow.reports.forecast_plot import plot_misses
 
 

@@ -6,9 +6,10 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from ipa_airflow.forecasting.backtest import backtest, walk
-from ipa_airflow.forecasting.level import Level
-from ipa_airflow.forecasting.onsets import Onsets, WithOnsets, onset_level
+from ipa_airflow.forecasting.backtesting.backtest import backtest, walk
+from ipa_airflow.forecasting.clock import Onsets, onset_level
+from ipa_airflow.forecasting.models.level import Level
+from ipa_airflow.forecasting.models.onsets import WithOnsets
 from ipa_airflow.forecasting.windows import WindowSpec, decision_seconds, samples
 
 ONSET_S = 1910  # :31:50, as in the shipped trace

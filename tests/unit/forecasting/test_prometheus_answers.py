@@ -11,7 +11,7 @@ import pytest
 
 from ipa_airflow.cli import main
 from ipa_airflow.forecasting.base import Forecast
-from ipa_airflow.forecasting.registry import forecaster
+from ipa_airflow.forecasting.catalog import forecaster
 from ipa_airflow.forecasting.sources import LoadSourceError, PrometheusSource, last_whole_days, read_trace
 from ipa_airflow.forecasting.step import forecast_for, forecast_step
 

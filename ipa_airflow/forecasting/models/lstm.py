@@ -10,14 +10,20 @@ The input scale is a buffer of the module, so the saved model (and the MLflow mo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
-from .base import FittedForecaster, fit_with_calibration
-from .windows import MAX, WindowSpec, samples
+from ..base import FittedForecaster, fit_with_calibration
+from ..loss import pinball_loss
+from ..windows import MAX, WindowSpec, samples
 
 HEAD_QUANTILES = (0.5, 0.8, 0.9, 0.95, 0.99)
+# The bin features a module reads: the paper's maxima alone, or maxima and means.
+INPUTS = {"max": slice(MAX, MAX + 1), "max+mean": slice(0, 2)}
+MIN_STEPS = 1200  # short histories get more epochs, so every model sees about as many updates
 
 
 def build_module(hidden: int, scale: float, features: int, outputs: int):
@@ -36,9 +42,6 @@ def build_module(hidden: int, scale: float, features: int, outputs: int):
             return y.squeeze(-1) if y.shape[-1] == 1 else y
 
     return LoadLSTM()
-
-
-MIN_STEPS = 1200  # short histories get more epochs, so every model sees about as many updates
 
 
 def _train(module, X, y, loss_fn, *, epochs, batch_size, lr, seed) -> list[float]:
@@ -68,11 +71,49 @@ def _train(module, X, y, loss_fn, *, epochs, batch_size, lr, seed) -> list[float
     return losses
 
 
-def _run(module, X: np.ndarray) -> np.ndarray:
+def run_module(module, X: np.ndarray) -> np.ndarray:
     import torch
 
     with torch.inference_mode():
         return module(torch.as_tensor(X, dtype=torch.float32)).numpy().astype(float)
+
+
+@dataclass(frozen=True)
+class LstmPeak:
+    """A trained module read on the `inputs` features: the point alone, or quantile heads at `levels`
+    (made non-crossing) whose head nearest the median is the point. `to_dict` leaves the module out:
+    the MLflow store keeps it in torch's own format and passes it back to `from_dict`."""
+
+    kind: ClassVar[str] = "lstm"
+    module: Any = field(compare=False, repr=False)
+    inputs: str = "max"
+    levels: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if self.inputs not in INPUTS:
+            raise ValueError(f"an LSTM reads {' or '.join(INPUTS)}, not '{self.inputs}'")
+
+    def _raw(self, X: np.ndarray) -> np.ndarray:
+        return run_module(self.module, X[:, :, INPUTS[self.inputs]])
+
+    def heads(self, X: np.ndarray) -> np.ndarray:
+        if not self.levels:
+            raise TypeError("this LSTM predicts the point alone: it has no quantile heads")
+        return np.maximum.accumulate(self._raw(X), axis=1)  # quantiles never cross
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if not self.levels:
+            return self._raw(X)
+        return self.heads(X)[:, int(np.argmin(np.abs(np.asarray(self.levels) - 0.5)))]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "inputs": self.inputs, "levels": list(self.levels)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, module: Any = None) -> LstmPeak:
+        if module is None:
+            raise ValueError("an LSTM point model needs its trained module")
+        return cls(module, d["inputs"], tuple(float(v) for v in d.get("levels", ())))
 
 
 @dataclass(frozen=True)
@@ -85,12 +126,12 @@ class Lstm:
     name: str = "lstm"
 
     def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
-        def fit_predict(train: np.ndarray):
+        def fit_point(train: np.ndarray):
             import torch
 
             torch.manual_seed(seed)
             X, y = samples(train, self.window)
-            X = X[:, :, MAX : MAX + 1]
+            X = X[:, :, INPUTS["max"]]
             scale = float(max(y.mean(), 1e-6))
             module = build_module(self.hidden, scale, features=1, outputs=1)
             losses = _train(
@@ -112,9 +153,9 @@ class Lstm:
                 "seed": seed,
                 "inputs": "bin maxima",
             }
-            return (lambda X: _run(module, X[:, :, MAX : MAX + 1])), params, None, module
+            return LstmPeak(module, "max"), params
 
-        return fit_with_calibration(self.name, self.window, series, fit_predict)
+        return fit_with_calibration(self.name, self.window, series, fit_point)
 
 
 @dataclass(frozen=True)
@@ -128,24 +169,23 @@ class QuantileLstm:
     name: str = "lstm-quantile"
 
     def fit(self, series: np.ndarray, *, seed: int = 0, start_s: int = 0) -> FittedForecaster:
-        qs = np.asarray(self.quantiles)
-        median = int(np.argmin(np.abs(qs - 0.5)))
-
-        def fit_predict(train: np.ndarray):
+        def fit_point(train: np.ndarray):
             import torch
 
             torch.manual_seed(seed)
             X, y = samples(train, self.window)
             scale = float(max(y.mean(), 1e-6))
-            module = build_module(self.hidden, scale, features=2, outputs=len(qs))
-            q_t = torch.as_tensor(qs, dtype=torch.float32)
-
-            def pinball(pred, target):
-                err = (target[:, None] - pred) / scale
-                return torch.maximum(q_t * err, (q_t - 1) * err).mean()
-
+            module = build_module(self.hidden, scale, features=2, outputs=len(self.quantiles))
+            q_t = torch.as_tensor(np.asarray(self.quantiles), dtype=torch.float32)
             losses = _train(
-                module, X, y, pinball, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=seed
+                module,
+                X,
+                y,
+                lambda pred, target: pinball_loss(pred, target[:, None], q_t, scale=scale),
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                seed=seed,
             )
             params = {
                 "hidden": self.hidden,
@@ -157,10 +197,6 @@ class QuantileLstm:
                 "inputs": "bin maxima and means",
                 "head_quantiles": list(self.quantiles),
             }
+            return LstmPeak(module, "max+mean", tuple(self.quantiles)), params
 
-            def heads(X: np.ndarray) -> np.ndarray:
-                return np.maximum.accumulate(_run(module, X), axis=1)  # quantiles never cross
-
-            return (lambda X: heads(X)[:, median]), params, (qs, heads), module
-
-        return fit_with_calibration(self.name, self.window, series, fit_predict)
+        return fit_with_calibration(self.name, self.window, series, fit_point)

@@ -1,7 +1,7 @@
 """When a forecaster misses: its under-prediction rate by minute of the hour and by hour of the day.
 
 Misses that gather at the same minutes are load that follows the clock (scheduled jobs, posts queued
-for the half hour), which a seasonal forecaster (season.py) can expect; misses spread evenly are the
+for the half hour), which a seasonal forecaster (models/seasonal.py) can expect; misses spread evenly are the
 noise of the load itself. A miss counts at its decision's time: unix seconds for live rates, and for a
 trace the second of the trace (a trace is taken to start at midnight).
 """

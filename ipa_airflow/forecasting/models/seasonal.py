@@ -1,5 +1,6 @@
 """A forecaster that knows the load's clock: any base model, fitted on the series with its hourly
-profile divided out, its forecasts multiplied back by the profile over each horizon (see season.py)."""
+profile divided out, its forecasts multiplied back by the profile over each horizon (the profile,
+`Season`, is in clock.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..spec import PLAN_QUANTILES
-from .base import ClockLayer, FittedForecaster, calibration_cut
-from .season import MIN_PERIODS, Season
+from ...spec import PLAN_QUANTILES
+from ..base import ClockLayer, FittedForecaster
+from ..calibration import calibration_cut
+from ..clock import MIN_PERIODS, Season
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,8 @@ class Seasonal(ClockLayer):
             why = f"none: fewer than {MIN_PERIODS} periods of {self.period_s} s to measure"
             return replace(fitted, name=self.name, params={**fitted.params, "season": why})
         fitted = replace(
-            self.base.fit(season.adjust(series, start_s), seed=seed), name=self.name, season=season
-        )
+            self.base.fit(season.adjust(series, start_s), seed=seed), name=self.name
+        ).with_calibration(season=season)
         # The base model calibrated its quantiles on the adjusted series; scale each once more so it
         # covers the raw peaks of the same held-out tenth.
         X, y, decisions = fitted.inputs(
@@ -37,8 +39,7 @@ class Seasonal(ClockLayer):
             for q in PLAN_QUANTILES
         }
         return replace(
-            fitted,
-            season=replace(season, corrections=corrections),
+            fitted.with_calibration(season=replace(season, corrections=corrections)),
             fit_s=time.perf_counter() - t0,
             params={
                 **fitted.params,

@@ -5,11 +5,11 @@ import datetime as dt
 import numpy as np
 import pytest
 
-from ipa_airflow.forecasting.backtest import backtest
-from ipa_airflow.forecasting.level import Level
-from ipa_airflow.forecasting.registry import forecaster
-from ipa_airflow.forecasting.season import MIN_PERIODS, Season
-from ipa_airflow.forecasting.seasonal import Seasonal
+from ipa_airflow.forecasting.backtesting.backtest import backtest
+from ipa_airflow.forecasting.catalog import forecaster
+from ipa_airflow.forecasting.clock import MIN_PERIODS, Season
+from ipa_airflow.forecasting.models.level import Level
+from ipa_airflow.forecasting.models.seasonal import Seasonal
 
 BURST_S = 1860  # a burst at 00:31:00 of every hour, as in the shipped trace
 

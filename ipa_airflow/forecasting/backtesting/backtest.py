@@ -8,9 +8,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .base import FittedForecaster
+from ..base import FittedForecaster
+from ..loss import pinball_loss
+from ..windows import WindowSpec, decision_seconds
 from .frontier import future_mean
-from .windows import WindowSpec, decision_seconds
 
 # A rise: the next interval's mean rate is this much above the mean of the last interval's length.
 # Rises are rare and are where SLA violations come from, so they are scored on their own.
@@ -51,16 +52,15 @@ def misses(forecasts: np.ndarray, actual: np.ndarray) -> np.ndarray:
 
 
 def quantile_loss(forecasts: np.ndarray, actual: np.ndarray, q: float) -> float:
-    """The mean pinball loss of `forecasts` as the q quantile of the peaks, relative to each peak: the
-    proper score of a quantile forecast, lowest for forecasts that cover the q share of peaks and sit
-    as close above them as they can, so two calibrated forecasters are told apart by how sharp they
-    are. Intervals without load are left out, as in the over-provisioning."""
+    """The mean pinball loss (loss.py) of `forecasts` as the q quantile of the peaks, relative to each
+    peak: the proper score of a quantile forecast, lowest for forecasts that cover the q share of peaks
+    and sit as close above them as they can, so two calibrated forecasters are told apart by how sharp
+    they are. Intervals without load are left out, as in the over-provisioning."""
     ok = actual > 0
-    err = (actual[ok] - forecasts[ok]) / actual[ok]
-    return float(np.mean(np.maximum(q * err, (q - 1) * err)))
+    return float(pinball_loss(forecasts[ok], actual[ok], q, scale=actual[ok]))
 
 
-def evaluate(forecasts: np.ndarray, actual: np.ndarray, rising: np.ndarray | None = None) -> dict:
+def forecast_scores(forecasts: np.ndarray, actual: np.ndarray, rising: np.ndarray | None = None) -> dict:
     """The backtest's scores; `rising` marks the decisions before a rise (see `rises`)."""
     ok = actual > 0
     f, a = forecasts[ok], actual[ok]
@@ -169,5 +169,5 @@ def score(fitted: FittedForecaster, w: Walk, quantile: float | None) -> Backtest
         fit_s=fitted.fit_s,
         predict_us_per_decision=w.predict_s / max(len(w.actual), 1) * 1e6,
         quantile_loss=None if quantile is None else quantile_loss(w.forecast, w.actual, quantile),
-        **evaluate(w.forecast, w.actual, w.rising),
+        **forecast_scores(w.forecast, w.actual, w.rising),
     )

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .backtest import evaluate, held_out_series, score, walks
+from ..catalog import FORECASTERS, forecaster
+from ..sources import SECONDS_PER_DAY, days
+from ..windows import WindowSpec, decision_seconds, samples
+from .backtest import forecast_scores, held_out_series, score, walks
 from .frontier import UNDER_RATES, around_mean, frontier, future_mean
-from .registry import FORECASTERS, forecaster
-from .sources import SECONDS_PER_DAY, days
-from .windows import WindowSpec, decision_seconds, samples
 
 QUANTILES = (0.9, 0.95, 0.99)
 MARGINS = (0.1, 0.2)  # InfAdapter's 10 %, IPA's 20 %
@@ -51,7 +51,7 @@ def compare(
             point = walked[None]
             curves["lstm (point x fixed margin)"] = frontier(point.forecast, point.actual)
             for m in MARGINS:
-                scores = evaluate(point.forecast * (1 + m), point.actual, point.rising)
+                scores = forecast_scores(point.forecast * (1 + m), point.actual, point.rising)
                 row = {
                     "model": "lstm",
                     "quantile": None,
