@@ -1,5 +1,7 @@
 """One adaptation step, split along the data-flow arrows so each part is one Airflow task:
-forecast -> plan -> reconcile -> record. Every function takes and returns plain JSON-able dicts."""
+forecast -> plan -> reconcile -> record. Every function takes and returns plain JSON-able dicts (what
+XCom carries); inside, the typed values of `control` (Forecast, Decision, ReconcileResult,
+DecisionRecord) and the decision the loop operator and the simulator make too."""
 
 from __future__ import annotations
 
@@ -11,20 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from .cluster.desired import ANN_BATCH, ANN_SHAPE, ANN_VARIANT, deployment_name
-from .cluster.reconcile import reconcile
-from .decisions import DecisionRecord, explain
+from . import control
+from .cluster.reconcile import ReconcileResult
 from .forecasting.base import FittedForecaster, Forecast
+from .forecasting.catalog import forecaster
 from .forecasting.mlflow_store import load_forecaster
-from .forecasting.registry import forecaster
 from .forecasting.sources import read_trace
 from .forecasting.step import forecast_for
-from .optimizer import ConfigError, policy_for, score_config
-from .optimizer import plan as solve_plan
 from .pipelines import load_pipeline
-from .plans import Plan, config_id
 from .spec import Adaptation, load_spec
-from .switching import choose, held_load
 
 log = logging.getLogger(__name__)
 HISTORY_S = 6 * 3600  # what a forecaster without a registered model is fitted on, before each decision
@@ -46,6 +43,8 @@ def forecaster_for(
     history `read_history` returns. The second value says why a fallback was used ("" when none was)."""
     if model_uri:
         try:
+            if not tracking_uri:
+                raise ValueError("a registered forecaster needs the MLflow tracking URI")
             return load_forecaster(model_uri, tracking_uri=tracking_uri), ""
         except Exception as exc:  # MLflow down or the model gone: adapt anyway, on a local fit
             log.warning(
@@ -88,91 +87,71 @@ def forecast_from_trace(
     return out
 
 
-def current_plan_id(spec_path: str, backend) -> str | None:
-    """The id of the configuration the cluster runs now (see `running`)."""
-    return running(spec_path, backend)[1]
-
-
-def running(spec_path: str, backend) -> tuple[list[tuple] | None, str | None]:
-    """What runs (`running_config`) and its id, as a Plan with that configuration would have it; (None,
-    None) when a stage has no Deployment of ours. The id is computed from what each stage runs rather
-    than read from the plan-id annotation, which only stages that changed carry forward."""
-    config = running_config(spec_path, backend)
-    return config, None if config is None else config_id(load_spec(spec_path).name, config)
-
-
-def running_config(spec_path: str, backend) -> list[tuple] | None:
-    """What each stage runs now, as `StagePlan.config_key`s read from the Deployments (None when a stage
-    has no Deployment or one without the annotations the reconciler writes)."""
-    spec = load_spec(spec_path)
-    config = []
-    for stage in spec.stage_names:
-        obj = backend.get(spec.namespace, deployment_name(spec.name, stage))
-        ann = (obj or {}).get("metadata", {}).get("annotations", {})
-        if obj is None or not all(k in ann for k in (ANN_VARIANT, ANN_BATCH, ANN_SHAPE)):
-            return None
-        hardware, resources, dtype = ann[ANN_SHAPE].split(" ")
-        replicas = int(obj.get("spec", {}).get("replicas") or 0)
-        config.append((stage, ann[ANN_VARIANT], hardware, resources, dtype, int(ann[ANN_BATCH]), replicas))
-    return config
-
-
-def plan_step(
+def plan_task(
     spec_path: str,
     forecast: dict[str, Any],
+    backend,
     *,
-    running: list | None = None,
     quantile: float | None = None,
     policy: str = "ipa",
     registry=None,
+    now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Solve for the load the spec's adaptation settings plan for, then keep what runs (`running`, config
-    keys) or switch, as `switching.choose` decides. `quantile` overrides the spec's."""
+    """Decide on the forecast and what the cluster runs: `control.decide`, the pipeline loaded once (with
+    profiles from MLflow for shapes no file covers, when a registry is given). Returns the Decision's
+    dict; `quantile` overrides the spec's."""
     pipeline = load_pipeline(spec_path, registry=registry)
-    spec, a = pipeline.spec, pipeline.spec.adaptation
-    f = Forecast.from_dict({k: v for k, v in forecast.items() if k in Forecast.__dataclass_fields__})
-    load = held_load(f.held(quantile or a.quantile, a.stabilisation), a.stabilisation)
-    proposal = solve_plan(spec, pipeline.profiles, load, policy=policy)
-    current = None
-    if running:
-        try:
-            current = score_config(spec, pipeline.profiles, load, running, policy=policy)
-        except ConfigError as exc:  # the spec changed under a running pipeline: replace what runs
-            log.warning("the running configuration is not one the spec offers (%s); switching", exc)
-    switch = choose(current, proposal, load, spec, policy_for(policy, spec).budget_shares)
-    return {
-        "plan": switch.plan.to_dict(),
-        "proposal_id": proposal.plan_id,
-        "changed": switch.changed,
-        "reason": switch.reason,
-    }
+    ctx = control.context(
+        pipeline,
+        forecast_of(forecast),
+        backend,
+        now=now or dt.datetime.now(dt.UTC),
+        policy=policy,
+        quantile=quantile,
+    )
+    decision, _ = control.decide(ctx)  # the planner keeps no state between runs
+    return decision.to_dict()
 
 
-def reconcile_step(spec_path: str, plan: dict[str, Any], backend, *, dry_run: bool = False, **kwargs) -> dict:
-    pipeline = load_pipeline(spec_path)
-    return reconcile(
-        Plan.from_dict(plan), pipeline.spec, backend, dry_run=dry_run, base=Path(spec_path).parent, **kwargs
-    ).to_dict()
+def reconcile_task(
+    spec_path: str, decision: dict[str, Any], backend, *, dry_run: bool = False, **waits
+) -> dict | None:
+    """Apply the decision's plan when it changes what runs; None when it does not (nothing to do)."""
+    spec = load_spec(spec_path)  # rendering needs the spec only, not the profiles
+    result = control.apply(
+        control.Decision.from_dict(decision),
+        spec,
+        backend,
+        base=Path(spec_path).parent,
+        dry_run=dry_run,
+        **waits,
+    )
+    return None if result is None else result.to_dict()
 
 
-def decision(
+def record_task(
     spec_path: str,
-    forecast: dict,
-    plan: dict,
-    previous_plan_id: str | None,
+    forecast: dict[str, Any],
+    decision: dict[str, Any],
     reconciled: dict | None,
     *,
-    reason: str | None = None,
     now: dt.datetime | None = None,
-) -> DecisionRecord:
-    return DecisionRecord(
-        pipeline=plan["pipeline"],
+) -> control.DecisionRecord:
+    """The record of a decision from what the three tasks before handed on (`reconciled` None or a
+    skip marker when the reconcile was skipped)."""
+    result = None
+    if isinstance(reconciled, dict) and not reconciled.get("skipped"):
+        result = ReconcileResult.from_dict(reconciled)
+    extra = {k: v for k, v in forecast.items() if k not in Forecast.__dataclass_fields__}
+    return control.DecisionRecord(
         decided_at=(now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
-        forecast=forecast,
-        planned_load_rps=plan["load_rps"],
-        plan=plan,
-        previous_plan_id=previous_plan_id,
-        reconcile=reconciled,
-        why=explain(plan, previous_plan_id) + (f"; {reason}" if reason else ""),
-        extra={"spec": str(spec_path)},
+        forecast=forecast_of(forecast),
+        decision=control.Decision.from_dict(decision),
+        reconcile=result,
+        extra={"spec": str(spec_path), **extra},
     )
+
+
+def forecast_of(d: dict[str, Any]) -> Forecast:
+    """The Forecast in a forecast task's dict, which may carry more (a replayed trace's second)."""
+    return Forecast.from_dict({k: v for k, v in d.items() if k in Forecast.__dataclass_fields__})

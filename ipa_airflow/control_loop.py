@@ -1,9 +1,10 @@
 """The adaptation step on a short cadence inside one long task.
 
 Airflow starts DAG runs a minute or more apart, but bursts need decisions every few seconds: in the
-simulator the CPU example's bursty window goes from 0 % SLA violations at a 10-s cadence to 11 % at
-60 s (see docs/going-live.md). This loop runs forecast -> plan -> reconcile -> record every
-`adaptation.interval_s` for a fixed time, with the same functions the four-task DAG uses.
+simulator the CPU example's bursty window goes from 1.7 % SLA violations at a 10-s cadence to 11 % at
+60 s (see docs/going-live.md). This loop runs forecast -> decide -> reconcile -> record every
+`adaptation.interval_s` for a fixed time, with the decision the four-task DAG and the simulator make
+(`control`); the pipeline is loaded once per decision.
 """
 
 from __future__ import annotations
@@ -13,16 +14,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from .adaptation import adaptation_of, decision, plan_step, reconcile_step, running
+from . import control
 from .cluster.backends import ClusterError
-from .cluster.reconcile import ReconcileResult
-from .decisions import DecisionRecord
+from .cluster.reconcile import GuardrailError
 from .forecasting.base import FittedForecaster, Forecast
 from .forecasting.sources import LoadSourceError
 from .forecasting.step import forecast_for
+from .pipelines import load_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ def run_loop(
     fitted: FittedForecaster,
     backend,
     duration_s: float,
-    record: Callable[[DecisionRecord], None],
+    record: Callable[[control.DecisionRecord], None],
     quantile: float | None = None,
     policy: str = "ipa",
     clock: Callable[[], float] = time.monotonic,
@@ -60,47 +62,55 @@ def run_loop(
     """Decide at once and then every `adaptation.interval_s` seconds while `duration_s` lasts.
 
     `read_rates(window_s)` returns the last `window_s` per-second rates. A tick whose load cannot be read
-    (and has no fresh last forecast) is skipped and said so; a reconcile that fails is logged and the
-    next tick tries again from what the cluster then runs."""
-    adaptation = adaptation_of(spec_path)
+    (and has no fresh last forecast) is skipped and said so; a reconcile that fails (or that the
+    guardrails refuse) is logged and the next tick tries again from what the cluster then runs. A
+    reconcile that outlasts the interval delays the next decision (`control.next_tick`)."""
     summary, last_good = LoopSummary(), None
     start = clock()
     tick = start
     while True:
+        pipeline, at = load_pipeline(spec_path), now()
         try:
-            f = forecast_for(read_rates, fitted, now=now(), adaptation=adaptation, last_good=last_good)
+            f = forecast_for(
+                read_rates, fitted, now=at, adaptation=pipeline.spec.adaptation, last_good=last_good
+            )
         except LoadSourceError as exc:
             log.warning("no decision at %.0f s: %s", tick - start, exc)
             summary.skipped.append(f"{tick - start:.0f} s: {exc}")
         else:
             last_good = f if not f.note else last_good
             try:
-                _decide(spec_path, f, backend, record, quantile, policy, summary, clock=clock, sleep=sleep)
-            except ClusterError as exc:  # the cluster could not be read, or another writer holds it
+                _step(
+                    pipeline, f, backend, record, quantile, policy, summary, now(), clock=clock, sleep=sleep
+                )
+            except (ClusterError, GuardrailError) as exc:  # unreadable or busy cluster; a refused plan
                 summary.failed_reconciles += 1
                 log.warning("no decision applied at %.0f s: %s", tick - start, exc)
                 summary.skipped.append(f"{tick - start:.0f} s: {exc}")
-        tick += adaptation.spacing_s
+        tick = control.next_tick(tick, pipeline.spec.adaptation.spacing_s, clock())
         if tick - start >= duration_s:
             return summary
         sleep(max(0.0, tick - clock()))
 
 
-def _decide(spec_path, f: Forecast, backend, record, quantile, policy, summary: LoopSummary, **waits) -> None:
-    config, previous = running(spec_path, backend)
-    out = plan_step(
-        spec_path,
-        f.to_dict(),
-        running=config,
-        quantile=quantile,
-        policy=policy,
-    )
-    changed = out["plan"]["plan_id"] != previous
+def _step(
+    pipeline, f: Forecast, backend, record, quantile, policy, summary, at: dt.datetime, **waits
+) -> None:
+    ctx = control.context(pipeline, f, backend, now=at, policy=policy, quantile=quantile)
+    decision, _ = control.decide(ctx)
     # A reconcile that adds capacity waits for the rollout (on the loop's clock), as the DAG's task does.
-    result = reconcile_step(spec_path, out["plan"], backend, **waits) if changed else None
-    if result is not None and not result["ok"]:
+    result = control.apply(decision, pipeline.spec, backend, base=Path(pipeline.source).parent, **waits)
+    if result is not None and not result.ok:
         summary.failed_reconciles += 1
-        log.warning("reconcile did not complete: %s", ReconcileResult.from_dict(result).summary())
-    record(decision(spec_path, f.to_dict(), out["plan"], previous, result, reason=out["reason"]))
+        log.warning("reconcile did not complete: %s", result.summary())
+    record(
+        control.DecisionRecord(
+            decided_at=at.isoformat(timespec="seconds"),
+            forecast=f,
+            decision=decision,
+            reconcile=result,
+            extra={"spec": str(pipeline.source)},
+        )
+    )
     summary.decisions += 1
-    summary.changes += changed
+    summary.changes += decision.changed

@@ -9,59 +9,9 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class DecisionRecord:
-    pipeline: str
-    decided_at: str
-    forecast: Mapping[str, Any]
-    planned_load_rps: float
-    plan: Mapping[str, Any]
-    previous_plan_id: str | None
-    reconcile: Mapping[str, Any] | None  # None when the plan did not change (reconcile skipped)
-    why: str
-    schema_version: int = SCHEMA_VERSION
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def changed(self) -> bool:
-        return self.plan.get("plan_id") != self.previous_plan_id
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "pipeline": self.pipeline,
-            "decided_at": self.decided_at,
-            "forecast": dict(self.forecast),
-            "planned_load_rps": self.planned_load_rps,
-            "plan": dict(self.plan),
-            "previous_plan_id": self.previous_plan_id,
-            "reconcile": self.reconcile,
-            "why": self.why,
-            "changed": self.changed,
-            "schema_version": self.schema_version,
-            "extra": dict(self.extra),
-        }
-
-
-def explain(plan: Mapping[str, Any], previous_plan_id: str | None) -> str:
-    """One sentence a person can read in the MLflow UI."""
-    stages = ", ".join(f"{s['stage']}={s['variant']} b{s['batch']} x{s['replicas']}" for s in plan["stages"])
-    if not plan["feasible"]:
-        return f"no configuration meets the SLA ({plan.get('message')}); best effort: {stages}"
-    binding = ", ".join(plan.get("binding") or []) or "none (slack in every constraint)"
-    verb = "kept" if plan.get("plan_id") == previous_plan_id else "chose"
-    return (
-        f"{verb} {stages} for {plan['load_rps']:.1f} req/s: accuracy {plan['accuracy']:.4f}, cost "
-        f"{plan['cost']:g}, latency {plan['latency_s'] * 1000:.0f} of {plan['sla_s'] * 1000:.0f} ms; "
-        f"binding: {binding}"
-    )
+from .control.record import DecisionRecord
 
 
 def log_decision(
@@ -81,38 +31,38 @@ def log_decision(
         exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root)
     )
     plan = record.plan
-    terms = plan.get("terms", {})
+    terms = plan.terms
     tags = {
         "mlflow.runName": f"{record.pipeline} {record.decided_at}",
         "ipa.pipeline": record.pipeline,
-        "ipa.plan_id": str(plan.get("plan_id")),
+        "ipa.plan_id": str(plan.plan_id),
         "ipa.previous_plan_id": str(record.previous_plan_id),
         "ipa.changed": str(record.changed).lower(),
-        "ipa.feasible": str(plan.get("feasible")).lower(),
-        "ipa.binding": ",".join(plan.get("binding") or []) or "none",
+        "ipa.feasible": str(plan.feasible).lower(),
+        "ipa.binding": ",".join(plan.binding) or "none",
         "ipa.why": record.why[:5000],
-        "ipa.forecast_note": str(record.forecast.get("note", "")),
+        "ipa.forecast_note": str(record.forecast.note),
     }
     run = client.create_run(exp_id, tags=tags)
     metrics = {
-        "load_forecast_point": record.forecast.get("point"),
+        "load_forecast_point": record.forecast.point,
         "load_planned": record.planned_load_rps,
-        "accuracy": plan.get("accuracy"),
-        "cost": plan.get("cost"),
-        "objective": plan.get("objective"),
+        "accuracy": plan.accuracy,
+        "cost": plan.cost,
+        "objective": plan.objective,
         "term_accuracy": terms.get("accuracy"),
         "term_cost": terms.get("cost"),
         "term_batch": terms.get("batch"),
-        "latency_ms": plan.get("latency_s", 0) * 1000,
-        "solve_ms": plan.get("solve_time_s", 0) * 1000,
+        "latency_ms": plan.latency_s * 1000,
+        "solve_ms": plan.solve_time_s * 1000,
         "changed": float(record.changed),
-        "feasible": float(bool(plan.get("feasible"))),
+        "feasible": float(plan.feasible),
     }
     params = {
-        "policy": plan.get("policy"),
-        "forecaster": record.forecast.get("model"),
-        "sla_s": plan.get("sla_s"),
-        "solver": plan.get("solver"),
+        "policy": plan.policy,
+        "forecaster": record.forecast.model,
+        "sla_s": plan.sla_s,
+        "solver": plan.solver,
     }
     client.log_batch(
         run.info.run_id,

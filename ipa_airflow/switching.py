@@ -21,8 +21,13 @@ from .spec import PipelineSpec
 @dataclass(frozen=True)
 class Switch:
     plan: Plan  # what should run next
-    changed: bool
     reason: str
+    running: Plan | None = None  # what runs (None: nothing known)
+
+    @property
+    def changed(self) -> bool:
+        """Whether `plan` replaces what runs: `control.Decision.changed`, before any id is computed."""
+        return self.plan is not self.running
 
 
 def held_load(forecasts: Sequence[float], stabilisation: int) -> float:
@@ -75,18 +80,18 @@ def choose(
     """Keep `running` or switch to `proposal`, both planned for `load` (under the policy whose per-stage
     `budget_shares` they honour, if any)."""
     if running is None:
-        return Switch(proposal, True, "nothing known to run")
+        return Switch(proposal, "nothing known to run")
     if running.plan_id == proposal.plan_id:
-        return Switch(running, False, "the program proposes what runs")
+        return Switch(running, "the program proposes what runs", running)
     short = shortfall(running, load, spec, budget_shares)
     if short is not None:
-        return Switch(proposal, True, f"the running plan cannot carry the load: {short}")
+        return Switch(proposal, f"the running plan cannot carry the load: {short}", running)
     gain = proposal.objective - running.objective
     if gain >= spec.adaptation.min_gain:
-        return Switch(proposal, True, f"the proposal raises the objective by {gain:.4f}")
+        return Switch(proposal, f"the proposal raises the objective by {gain:.4f}", running)
     return Switch(
         running,
-        False,
         f"the running plan carries {load:.1f} req/s; the proposal would gain {gain:.4f} "
         f"(< min_gain {spec.adaptation.min_gain:g})",
+        running,
     )

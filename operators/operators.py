@@ -146,28 +146,27 @@ class IpaPlanOperator(_ClusterMixin, BaseOperator):
         self.simulated_state_file, self.ipa_mlflow_conn_id = simulated_state_file, ipa_mlflow_conn_id
 
     def execute(self, context) -> dict[str, Any]:
-        from ipa_airflow.adaptation import plan_step, running
+        from ipa_airflow.adaptation import plan_task
 
         registry = IpaMlflowHook(self.ipa_mlflow_conn_id).get_conn() if self.ipa_mlflow_conn_id else None
-        config, previous = running(self.spec_path, self.backend())
-        out = plan_step(
+        decision = plan_task(
             self.spec_path,
             self.forecast,
-            running=config,
+            self.backend(),
             quantile=self.quantile,
             policy=self.policy,
             registry=registry,
         )
-        plan = out["plan"]
+        plan = decision["plan"]
         self.log.info(
             "plan %s (running: %s, proposed: %s): %s; %s",
             plan["plan_id"],
-            previous,
-            out["proposal_id"],
+            decision["previous_plan_id"],
+            decision["proposal_id"],
             plan.get("message") or "feasible",
-            out["reason"],
+            decision["reason"],
         )
-        return {**out, "previous_plan_id": previous, "changed": plan["plan_id"] != previous}
+        return decision
 
 
 class IpaReconcileOperator(_ClusterMixin, BaseOperator):
@@ -194,21 +193,20 @@ class IpaReconcileOperator(_ClusterMixin, BaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
-        from ipa_airflow.adaptation import reconcile_step
+        from ipa_airflow.adaptation import reconcile_task
+        from ipa_airflow.cluster.reconcile import ReconcileResult
 
-        if not self.planned["changed"]:
+        result = reconcile_task(self.spec_path, self.planned, self.backend(), dry_run=self.dry_run)
+        if result is None:
             # The record task reads OUTCOME_KEY, which exists for skipped runs too (a skipped task has no
             # return value, and pulling a missing one logs an error).
             reason = f"plan {self.planned['plan']['plan_id']} is already running"
             context["ti"].xcom_push(key=OUTCOME_KEY, value={"skipped": True, "reason": reason})
             raise AirflowSkipException(reason)
-        result = reconcile_step(self.spec_path, self.planned["plan"], self.backend(), dry_run=self.dry_run)
         context["ti"].xcom_push(key=OUTCOME_KEY, value=result)
         for o in result["stages"]:
             self.log.info("%s: %s %s %s", o["stage"], o["action"], o["status"], o["message"])
         if not result["ok"]:
-            from ipa_airflow.cluster.reconcile import ReconcileResult
-
             raise AirflowException(
                 f"reconcile did not complete: {ReconcileResult.from_dict(result).summary()}"
             )
@@ -325,20 +323,11 @@ class IpaRecordDecisionOperator(BaseOperator):
         self.ipa_mlflow_conn_id = ipa_mlflow_conn_id
 
     def execute(self, context) -> dict[str, Any]:
-        from ipa_airflow.adaptation import decision
+        from ipa_airflow.adaptation import record_task
         from ipa_airflow.decisions import log_decision
         from ipa_airflow.settings import load_settings
 
-        record = decision(
-            self.spec_path,
-            self.forecast,
-            self.planned["plan"],
-            self.planned["previous_plan_id"],
-            None
-            if not isinstance(self.reconciled, dict) or self.reconciled.get("skipped")
-            else self.reconciled,
-            reason=self.planned.get("reason"),
-        )
+        record = record_task(self.spec_path, self.forecast, self.planned, self.reconciled)
         registry = IpaMlflowHook(self.ipa_mlflow_conn_id).get_conn()
         settings = load_settings(tracking_uri=registry.tracking_uri)
         run_id = log_decision(

@@ -1,8 +1,12 @@
-"""Desired state: one Deployment per stage, rendered from the spec's template and the plan. Pure."""
+"""Desired state: one Deployment per stage, rendered from the spec's template and the plan (the
+encoder), and what runs read back from the Deployments (`observe`, the decoder). Pure but for observe's
+reads."""
 
 from __future__ import annotations
 
 import copy
+import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +161,17 @@ def desired_state(plan: Plan, spec: PipelineSpec, *, base: Path | None = None) -
 
 
 def validate_manifest(manifest: dict[str, Any]) -> None:
+    """Check the Deployment against the official schema. Slow (tens of ms), and a simulation renders
+    thousands: manifests that differ only in values this module writes with a fixed type (replicas,
+    our annotations, our environment variables) validate alike, so each such family is checked once."""
+    _validate(json.dumps(_schema_view(manifest), sort_keys=True))
+
+
+@lru_cache(maxsize=1024)
+def _validate(text: str) -> None:  # raising is not cached: a bad manifest is checked (and named) each time
     import kubernetes_validate
 
+    manifest = json.loads(text)
     try:
         kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
     except kubernetes_validate.ValidationError as exc:
@@ -166,3 +179,64 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
         raise TemplateError(
             f"Deployment {manifest['metadata'].get('name')} is invalid at {path or '<root>'}: {exc.message}"
         ) from None
+
+
+_OUR_ENV = {
+    "MLSERVER_MODEL_NAME",
+    "MLSERVER_MODEL_URI",
+    "MLSERVER_MODEL_MAX_BATCH_SIZE",
+    "MLSERVER_MODEL_MAX_BATCH_TIME",
+    "IPA_VARIANT",
+}
+_OUR_ANNOTATIONS = (ANN_PLAN, ANN_VARIANT, ANN_BATCH, ANN_SHAPE)
+
+
+def _schema_view(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with the plan's values replaced by placeholders of the same type: what the schema
+    sees of it. The template's own fields (and any value a user wrote) are kept as they are."""
+    view = copy.deepcopy(manifest)
+    annotations = view.get("metadata", {}).get("annotations") or {}
+    for key in _OUR_ANNOTATIONS:
+        if isinstance(annotations.get(key), str):
+            annotations[key] = ""
+    body = view.get("spec") or {}
+    if isinstance(body.get("replicas"), int) and not isinstance(body.get("replicas"), bool):
+        body["replicas"] = 1
+    for c in ((body.get("template") or {}).get("spec") or {}).get("containers") or []:
+        for e in c.get("env") or []:
+            if e.get("name") in _OUR_ENV and isinstance(e.get("value"), str):
+                e["value"] = ""
+    return view
+
+
+# ---- the decoder: what runs, from the Deployments the encoder wrote --------------------------------------
+def decode_stage(stage: str, obj: dict[str, Any] | None) -> tuple | None:
+    """A stage's `StagePlan.config_key` from its Deployment (None when absent or without the annotations
+    `render_stage` writes)."""
+    ann = (obj or {}).get("metadata", {}).get("annotations") or {}
+    if obj is None or not all(k in ann for k in (ANN_VARIANT, ANN_BATCH, ANN_SHAPE)):
+        return None
+    hardware, resources, dtype = ann[ANN_SHAPE].split(" ")
+    replicas = int(obj.get("spec", {}).get("replicas") or 0)
+    return (stage, ann[ANN_VARIANT], hardware, resources, dtype, int(ann[ANN_BATCH]), replicas)
+
+
+def max_batch_time_s(obj: dict[str, Any]) -> float:
+    """How long the model server waits to fill a batch, as the Deployment tells it (0 when unset)."""
+    containers = ((obj.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or [{}]
+    env = {e.get("name"): e.get("value") for e in containers[0].get("env") or []}
+    return float(env.get("MLSERVER_MODEL_MAX_BATCH_TIME") or 0.0)
+
+
+def observe(spec: PipelineSpec, backend) -> tuple[tuple, ...] | None:
+    """What each stage runs now, as `StagePlan.config_key`s read from its Deployment; None when a stage
+    has no Deployment, or one without the annotations the reconciler writes. A Plan running this
+    configuration has the id `plans.config_id(spec.name, ...)`: computed from what each stage runs
+    rather than read from the plan-id annotation, which only stages that changed carry forward."""
+    config = []
+    for stage in spec.stage_names:
+        key = decode_stage(stage, backend.get(spec.namespace, deployment_name(spec.name, stage)))
+        if key is None:
+            return None
+        config.append(key)
+    return tuple(config)

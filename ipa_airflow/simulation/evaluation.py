@@ -7,14 +7,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
-from ..forecasting.registry import forecaster as make_forecaster
+from ..forecasting.catalog import forecaster as make_forecaster
 from ..forecasting.sources import SECONDS_PER_DAY
 from ..pipelines import load_pipeline
 from ..spec import Adaptation, Limits, PipelineSpec
 from .patterns import Pattern, find_patterns
 from .policies import SIMULATED_POLICIES, make_policy
-from .simulator import SimResult, Simulator
+from .results import SimResult
+from .simulator import Simulator
 
 POLICIES = SIMULATED_POLICIES
 HISTORY_S = 6 * 3600
@@ -77,7 +79,8 @@ def run_case(
     start = pieces[0][0]
     history = trace[max(0, start - HISTORY_S) : start]
     pol = make_policy(policy, spec, pipeline.profiles, fitted, start_s=start)
-    return Simulator(spec, pipeline.profiles, counts, pol, history=history, seed=seed).run()
+    sim = Simulator(spec, pipeline.profiles, counts, pol, history=history, seed=seed, source=pipeline.source)
+    return sim.run()
 
 
 def with_overrides(spec: PipelineSpec, overrides: dict | None) -> PipelineSpec:
@@ -85,7 +88,7 @@ def with_overrides(spec: PipelineSpec, overrides: dict | None) -> PipelineSpec:
     name), validated as the spec's own would be."""
     if not overrides:
         return spec
-    sections = {"adaptation": Adaptation, "limits": Limits}
+    sections: dict[str, type[BaseModel]] = {"adaptation": Adaptation, "limits": Limits}
     unknown = set(overrides) - {f for model in sections.values() for f in model.model_fields}
     if unknown:
         raise ValueError(f"cannot override {', '.join(sorted(unknown))}: not a field of adaptation or limits")

@@ -1,7 +1,12 @@
 """Discrete-event simulation of a pipeline chain: arrivals from a per-second trace, per stage a batching
-queue and replicas whose batch latency is drawn from the variant's measured profile, and
-reconfiguration as Kubernetes does it (new replicas ready after the variant's start-up time, old ones
-drained only then). Deterministic for a given seed.
+queue and replicas whose batch latency is drawn from the variant's measured profile. Deterministic for a
+given seed.
+
+There is one simulated cluster: a `cluster.pods.PodCluster` on the simulation's clock. Each decision
+goes through `control.apply`, the production reconciler: capacity first, guardrails, the rollout wait,
+rollback. Pods become ready after the variant's start-up time and the old ones are drained only then;
+the servers follow the pods. While the reconciler waits for a rollout (its `sleep`), the simulation
+runs on, and no other decision starts until it returns, as in the loop operator.
 """
 
 from __future__ import annotations
@@ -11,84 +16,52 @@ import itertools
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from ..plans import Plan, StagePlan
+from .. import control
+from ..cluster.backends import ClusterError
+from ..cluster.desired import (
+    ANN_BATCH,
+    ANN_SHAPE,
+    ANN_VARIANT,
+    LABEL_STAGE,
+    deployment_name,
+    max_batch_time_s,
+)
+from ..cluster.pods import Pod, PodCluster
+from ..cluster.reconcile import GuardrailError
+from ..pipelines import Pipeline
 from ..profiles import ProfileSet
 from ..spec import PipelineSpec
+from .policies import trace_time
+from .results import DecisionLog, SimResult
 
 Z99 = 2.3263  # the 99th percentile of a standard normal
 
 
 @dataclass
 class Server:
-    sid: int
+    sid: int  # its pod's uid
     stage: int
     variant: str
     batch: int
-    timeout_s: float
+    timeout_s: float  # how long a partial batch waits: the Deployment's MLSERVER_MODEL_MAX_BATCH_TIME
     mu: float  # lognormal batch latency: log of the p50 (s)
     sigma: float  # from the p50..p99 spread
     unit_cost: float
-    accuracy: float
-    generation: int
     ready_at: float
     busy: bool = False
     retiring: bool = False
 
 
-@dataclass
-class SimResult:
-    policy: str
-    seconds: int
-    sent: int
-    completed: int
-    late: int
-    dropped: int
-    latencies: np.ndarray  # end-to-end, completed requests
-    per_second: dict[str, np.ndarray]  # load, planned, p99_s, accuracy, cost (each one value per second)
-    reconfigurations: int
-    solver_s: float
-    wall_s: float
-    sla_s: float
-    plans: list[tuple[float, str]] = field(default_factory=list)
-
-    @property
-    def violation_rate(self) -> float:
-        return (self.late + self.dropped) / self.sent if self.sent else 0.0
-
-    def summary(self) -> dict:
-        ps = self.per_second
-        return {
-            "policy": self.policy,
-            "seconds": self.seconds,
-            "sent": self.sent,
-            "completed": self.completed,
-            "late": self.late,
-            "dropped": self.dropped,
-            "sla_violation_rate": round(self.violation_rate, 5),
-            "p99_latency_s": round(float(np.percentile(self.latencies, 99)), 4)
-            if len(self.latencies)
-            else None,
-            "seconds_p99_within_sla": round(
-                float(np.mean(np.nan_to_num(ps["p99_s"], nan=0.0) <= self.sla_s)), 4
-            ),
-            "mean_accuracy": round(float(np.mean(ps["accuracy"])), 5),
-            "mean_cost": round(float(np.mean(ps["cost"])), 4),
-            # The load the plans were sized for, over the load that came: what the forecasts (and the
-            # stabilisation holding the highest) asked for. Cost follows it only in part, because the
-            # planner also spends headroom on more accurate variants.
-            "planned_over_load": round(float(np.mean(ps["planned"]) / max(np.mean(ps["load"]), 1e-9)), 4),
-            "reconfigurations": self.reconfigurations,
-            "solver_s": round(self.solver_s, 3),
-            "wall_s": round(self.wall_s, 3),
-            "solver_share": round(self.solver_s / self.wall_s, 3) if self.wall_s else 0,
-        }
-
-
 class Simulator:
+    """Replays `counts` through the pipeline under `policy`. The cluster is a `PodCluster` on the
+    simulation's clock: every decision goes through `control.apply`, i.e. the production reconciler
+    (ordering, guardrails, rollback), and the servers follow the pods that cluster runs."""
+
     def __init__(
         self,
         spec: PipelineSpec,
@@ -99,8 +72,10 @@ class Simulator:
         history: np.ndarray,
         seed: int = 0,
         drop_after_s: float | None = None,
+        source: Path | None = None,  # the spec's file: a template_file is read relative to it
     ):
         self.spec, self.profiles, self.policy = spec, profiles, policy
+        self.pipeline = Pipeline(spec, profiles, source or Path(f"{spec.name}.yaml"))
         self.counts = np.asarray(counts, dtype=float)
         self.history = np.asarray(history, dtype=float)
         self.rng = np.random.default_rng(seed)
@@ -108,70 +83,99 @@ class Simulator:
         self.n_stages = len(spec.stages)
         self.events: list = []
         self.seq = itertools.count()
-        self.queues = [deque() for _ in range(self.n_stages)]
+        self.queues: list[deque[int]] = [deque() for _ in range(self.n_stages)]
         self.servers: list[list[Server]] = [[] for _ in range(self.n_stages)]
-        self.generation = [0] * self.n_stages
+        self.by_pod: dict[int, Server] = {}
         self.timeout_pending = [math.inf] * self.n_stages
-        self.sid = itertools.count()
         self.startup = {s.name: {v.name: v.startup_s for v in s.variants} for s in spec.stages}
+        self.stage_of = {deployment_name(spec.name, s.name): k for k, s in enumerate(spec.stages)}
+        self.now = 0.0
+        self.cluster = PodCluster(clock=lambda: self.now, startup_s=self._startup_of, on_change=self._follow)
+        self.state = None  # the policy's, handed back by each decision
+        self.log = DecisionLog()
 
-    # ---- configuration ---------------------------------------------------------------------------------
-    def _server(self, k: int, sp: StagePlan, ready_at: float, gen: int) -> Server:
-        stage = self.spec.stages[k]
-        variant = next(v for v in stage.variants if v.name == sp.variant)
+    # ---- the cluster: decisions go through the reconciler, servers follow its pods ---------------------
+    def _startup_of(self, deployment: dict) -> float:
+        stage = deployment["metadata"]["labels"][LABEL_STAGE]
+        return self.startup[stage][deployment["metadata"]["annotations"][ANN_VARIANT]]
+
+    def _follow(self, key, created: list[Pod], deleted: list[Pod]) -> None:
+        k = self.stage_of[key[1]]
+        for pod in created:
+            server = self._server(k, pod)
+            self.servers[k].append(server)
+            self.by_pod[pod.uid] = server
+            if pod.ready_at > self.now:
+                self._push(pod.ready_at, "up", k)
+        for pod in deleted:
+            if pod.uid in self.by_pod:
+                self._retire(k, self.by_pod.pop(pod.uid))
+
+    def _server(self, k: int, pod: Pod) -> Server:
+        """A server running what its pod's Deployment said when the pod was created."""
+        d = pod.source
+        ann = d["metadata"]["annotations"]
+        hardware, resources, dtype = ann[ANN_SHAPE].split(" ")
+        batch = int(ann[ANN_BATCH])
+        variant = next(v for v in self.spec.stages[k].variants if v.name == ann[ANN_VARIANT])
         shape = next(
-            s for s in variant.shapes if s.resources.key == sp.resources and s.hardware == sp.hardware
+            s
+            for s in variant.shapes
+            if (s.hardware, s.resources.key, s.dtype) == (hardware, resources, dtype)
         )
         prof = self.profiles.get(variant.profile_id(shape))
-        p50 = prof.latency_ms(sp.batch, "p50") / 1000
-        p99 = max(prof.latency_ms(sp.batch, "p99") / 1000, p50 * 1.0001)
+        p50 = prof.latency_ms(batch, "p50") / 1000
+        p99 = max(prof.latency_ms(batch, "p99") / 1000, p50 * 1.0001)
         return Server(
-            next(self.sid),
+            pod.uid,
             k,
-            sp.variant,
-            sp.batch,
-            max(sp.queue_s, 0.0),
+            variant.name,
+            batch,
+            max(max_batch_time_s(d), 0.0),
             math.log(p50),
             math.log(p99 / p50) / Z99,
-            sp.cost / sp.replicas,
-            sp.accuracy,
-            gen,
-            ready_at,
+            self.spec.replica_cost(shape.resources),
+            pod.ready_at,
         )
 
-    def apply(self, now: float, plan: Plan, initial: bool = False) -> int:
-        changed = 0
-        for k, sp in enumerate(plan.stages):
-            live = [s for s in self.servers[k] if not s.retiring]
-            current = [s for s in live if s.generation == self.generation[k]]
-            same = current and current[0].variant == sp.variant and current[0].batch == sp.batch
-            if same:
-                n = len(current)
-                if sp.replicas > n:
-                    up = now if initial else now + self.startup[sp.stage][sp.variant]
-                    for _ in range(sp.replicas - n):
-                        self.servers[k].append(self._server(k, sp, up, self.generation[k]))
-                        self._push(up, "up", k)
-                    changed += 1
-                elif sp.replicas < n:
-                    # Scale down: drop pending pods first, then idle ones, then let busy ones drain.
-                    order = sorted(current, key=lambda s: (s.ready_at <= now, s.busy))
-                    for s in order[: n - sp.replicas]:
-                        self._retire(k, s)
-                    changed += 1
-                continue
-            # A switch of variant or batch: a new generation, old replicas serve until it is ready.
-            self.generation[k] += 1
-            gen = self.generation[k]
-            for s in live:
-                if s.ready_at > now and s.generation != gen:
-                    self._retire(k, s)  # superseded before it ever started serving
-            up = now if initial else now + self.startup[sp.stage][sp.variant]
-            for _ in range(sp.replicas):
-                self.servers[k].append(self._server(k, sp, up, gen))
-            self._push(up, "up", k)
-            changed += 1
-        return changed
+    def _decide(self, now: float) -> None:
+        """One adaptation step, as the loop operator takes it: decide on what the cluster runs, then
+        reconcile; the reconciler's waits run the simulation on (`_advance`)."""
+        observed = np.concatenate([self.history, self.counts[: int(now)]])
+        forecast = self.policy.forecast(now, observed)
+        ctx = control.context(
+            self.pipeline,
+            forecast,
+            self.cluster,
+            now=trace_time(self.policy.start_s + now),
+            policy=self.policy.name,
+            quantile=self.policy.quantile,
+            state=self.state,
+        )
+        decision, self.state = self.policy.decide(ctx)
+        self.log.decided(decision)
+        try:
+            result = control.apply(
+                decision,
+                self.spec,
+                self.cluster,
+                base=self.pipeline.source.parent,
+                clock=lambda: self.now,
+                sleep=self._advance,
+                holder="simulator",
+            )
+        except (ClusterError, GuardrailError) as exc:  # refused before anything was applied
+            self.log.failed(now, decision, str(exc))
+            return
+        if result is not None:
+            self.log.reconciled(now, decision, result)
+
+    def _advance(self, seconds: float) -> None:
+        """The reconciler's sleep: simulated time goes on, requests are served, pods become ready."""
+        until = self.now + seconds
+        while self.events and self.events[0][0] <= until:
+            self._handle(*heapq.heappop(self.events))
+        self.now = until
 
     def _retire(self, k: int, s: Server) -> None:
         s.retiring = True
@@ -179,12 +183,7 @@ class Simulator:
             self.servers[k].remove(s)
 
     def _on_up(self, now: float, k: int) -> None:
-        gen = self.generation[k]
-        newest = [s for s in self.servers[k] if s.generation == gen and not s.retiring]
-        if newest and all(s.ready_at <= now for s in newest):
-            for s in list(self.servers[k]):
-                if s.generation != gen and not s.retiring:
-                    self._retire(k, s)
+        self.cluster.settle()  # a rollout whose pods are all ready now retires the old ones
         self._dispatch(now, k)
 
     # ---- events ------------------------------------------------------------------------------------------
@@ -220,67 +219,68 @@ class Simulator:
         n_per_second = whole + (self.rng.random(seconds) < self.counts - whole)
         arrivals = np.concatenate([i + np.sort(self.rng.random(n)) for i, n in enumerate(n_per_second)])
         self.arrival = arrivals
-        self.enqueued = [dict() for _ in range(self.n_stages)]
+        self.enqueued: list[dict[int, float]] = [{} for _ in range(self.n_stages)]
         self.dropped_ids: set[int] = set()
-        latency = np.full(len(arrivals), np.nan)
+        self.latency = np.full(len(arrivals), np.nan)
         for rid, t in enumerate(arrivals):
             self._push(float(t), "arrive", rid)
-        interval = self.policy.interval_s
-        observed = self.history.copy()
-        decision = self.policy.decide(0.0, observed)
-        solver_s = decision.solve_s
-        self.apply(0.0, decision.plan, initial=True)
-        plans = [(0.0, decision.plan.plan_id)]
-        reconfig = 0
-        planned = np.zeros(seconds)
-        planned_now = decision.planned_load
-        for t in np.arange(interval, seconds, interval):
-            self._push(float(t), "adapt")
-        per_cost = np.zeros(seconds)
-        per_acc = np.zeros(seconds)
+        self.per_planned = np.zeros(seconds)
+        self.per_cost = np.zeros(seconds)
+        self.per_acc = np.zeros(seconds)
         for t in range(seconds):
             self._push(float(t) + 0.5, "sample", t)
+        # The first decision's plan runs from the start: its pods are ready at once.
+        self.cluster.warm = True
+        self._decide(0.0)
+        self.cluster.warm = False
+        interval = self.policy.interval_s
+        if interval < seconds:
+            self._push(interval, "adapt")
         while self.events:
-            now, _, kind, payload = heapq.heappop(self.events)
-            if kind == "arrive":
-                rid = payload[0]
-                self.queues[0].append(rid)
-                self.enqueued[0][rid] = now
-                self._dispatch(now, 0)
-            elif kind == "done":
-                k, s, items = payload
-                s.busy = False
-                if s.retiring:
-                    self.servers[k].remove(s)
-                for rid in items:
-                    if k + 1 < self.n_stages:
-                        self.queues[k + 1].append(rid)
-                        self.enqueued[k + 1][rid] = now
-                    else:
-                        latency[rid] = now - arrivals[rid]
-                self._dispatch(now, k)
+            self._handle(*heapq.heappop(self.events))
+        return self._result(seconds, arrivals, time.perf_counter() - t_start)
+
+    def _handle(self, now: float, _seq: int, kind: str, payload: tuple) -> None:
+        self.now = now
+        if kind == "arrive":
+            rid = payload[0]
+            self.queues[0].append(rid)
+            self.enqueued[0][rid] = now
+            self._dispatch(now, 0)
+        elif kind == "done":
+            k, s, items = payload
+            s.busy = False
+            if s.retiring:
+                self.servers[k].remove(s)
+            for rid in items:
                 if k + 1 < self.n_stages:
-                    self._dispatch(now, k + 1)
-            elif kind == "timeout":
-                k = payload[0]
-                self.timeout_pending[k] = math.inf
-                self._dispatch(now, k)
-            elif kind == "up":
-                self._on_up(now, payload[0])
-            elif kind == "adapt":
-                upto = int(now)
-                observed = np.concatenate([self.history, self.counts[:upto]])
-                decision = self.policy.decide(now, observed)
-                solver_s += decision.solve_s
-                planned_now = decision.planned_load
-                if decision.plan.plan_id != plans[-1][1]:
-                    reconfig += self.apply(now, decision.plan) > 0
-                    plans.append((now, decision.plan.plan_id))
-            elif kind == "sample":
-                t = payload[0]
-                planned[t] = planned_now
-                per_cost[t] = sum(s.unit_cost for stage in self.servers for s in stage)
-                per_acc[t] = self._accuracy(now)
+                    self.queues[k + 1].append(rid)
+                    self.enqueued[k + 1][rid] = now
+                else:
+                    self.latency[rid] = now - self.arrival[rid]
+            self._dispatch(now, k)
+            if k + 1 < self.n_stages:
+                self._dispatch(now, k + 1)
+        elif kind == "timeout":
+            k = payload[0]
+            self.timeout_pending[k] = math.inf
+            self._dispatch(now, k)
+        elif kind == "up":
+            self._on_up(now, payload[0])
+        elif kind == "adapt":
+            # One decision at a time: the next is pushed only once this one's reconcile has returned.
+            self._decide(now)
+            nxt = control.next_tick(now, self.policy.interval_s, self.now)
+            if nxt < len(self.counts):
+                self._push(nxt, "adapt")
+        elif kind == "sample":
+            t = payload[0]
+            self.per_planned[t] = self.log.planned_now
+            self.per_cost[t] = sum(s.unit_cost for stage in self.servers for s in stage)
+            self.per_acc[t] = self._accuracy(now)
+
+    def _result(self, seconds: int, arrivals: np.ndarray, wall: float) -> SimResult:
+        latency = self.latency
         done = ~np.isnan(latency)
         dropped = len(arrivals) - int(done.sum())
         late = int((latency[done] > self.spec.sla_s).sum())
@@ -294,7 +294,6 @@ class Simulator:
                 chunk = lat_or_inf[order[bounds[t] : bounds[t + 1]]]
                 if len(chunk):
                     p99[t] = np.percentile(chunk, 99)
-        wall = time.perf_counter() - t_start
         return SimResult(
             policy=self.policy.name,
             seconds=seconds,
@@ -305,16 +304,17 @@ class Simulator:
             latencies=latency[done],
             per_second={
                 "load": self.counts.copy(),
-                "planned": planned,
+                "planned": self.per_planned,
                 "p99_s": p99,
-                "accuracy": per_acc,
-                "cost": per_cost,
+                "accuracy": self.per_acc,
+                "cost": self.per_cost,
             },
-            reconfigurations=reconfig,
-            solver_s=solver_s,
+            reconfigurations=self.log.reconfigurations,
+            failed_reconciles=self.log.failed_reconciles,
+            solver_s=self.log.solver_s,
             wall_s=wall,
             sla_s=self.spec.sla_s,
-            plans=plans,
+            plans=self.log.plans,
         )
 
     def _accuracy(self, now: float) -> float:

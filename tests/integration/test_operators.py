@@ -75,3 +75,47 @@ def test_rollout_sensor_and_trigger_follow_the_cluster(tmp_path):
         task_id="w2", namespace="default", names=["nope"], simulated_state_file=str(state)
     )
     assert missing.poke({}) is False
+
+
+class _Ti:
+    def __init__(self):
+        self.pushed = {}
+
+    def xcom_push(self, key, value):
+        self.pushed[key] = value
+
+
+def test_plan_and_reconcile_operators_hand_on_typed_values_as_dicts(tmp_path):
+    """The plan task's XCom is a Decision's dict, the reconcile task's a ReconcileResult's; a second run
+    on the same load keeps what runs and the reconcile task skips."""
+    from airflow.sdk.exceptions import AirflowSkipException
+    from ipa_airflow_provider.operators import OUTCOME_KEY, IpaPlanOperator, IpaReconcileOperator
+
+    from ipa_airflow.cluster.reconcile import ReconcileResult
+    from ipa_airflow.control import Decision
+    from ipa_airflow.forecasting.base import Forecast
+    from ipa_airflow.spec import PLAN_QUANTILES
+
+    spec_path = str(PIPELINES / "video-gpu.yaml")
+    forecast = Forecast("exp-smoothing", 20, 400.0, {f"{q:g}": 400.0 for q in PLAN_QUANTILES}).to_dict()
+    cluster = {"cluster_backend": "simulated", "simulated_state_file": str(tmp_path / "cluster.json")}
+
+    def run_once():
+        planned = IpaPlanOperator(task_id="plan", spec_path=spec_path, forecast=forecast, **cluster).execute(
+            {}
+        )
+        ti = _Ti()
+        op = IpaReconcileOperator(task_id="reconcile", spec_path=spec_path, planned=planned, **cluster)
+        try:
+            result = op.execute({"ti": ti})
+        except AirflowSkipException:
+            result = None
+        return planned, result, ti.pushed[OUTCOME_KEY]
+
+    planned, result, outcome = run_once()
+    decision = Decision.from_dict(planned)
+    assert decision.changed and planned["changed"] and decision.previous_plan_id is None
+    assert ReconcileResult.from_dict(result).ok and outcome == result
+    again, skipped, outcome = run_once()
+    assert not Decision.from_dict(again).changed and again["previous_plan_id"] == decision.plan.plan_id
+    assert skipped is None and outcome["skipped"]

@@ -262,26 +262,28 @@ def _forecast(load: float) -> dict:
 
 
 def test_the_adaptation_step_reads_what_runs_and_keeps_it_while_it_carries(video, cluster, clock):
-    from ipa_airflow.adaptation import plan_step, running_config
+    from ipa_airflow.adaptation import plan_task
+    from ipa_airflow.cluster.desired import observe
     from ipa_airflow.plans import Plan
 
     spec_path = str(PIPELINES / "video-gpu.yaml")
-    assert running_config(spec_path, cluster.backend) is None  # nothing deployed yet
-    first = plan_step(spec_path, _forecast(500.0))
+    assert observe(video.spec, cluster.backend) is None  # nothing deployed yet
+    first = plan_task(spec_path, _forecast(500.0), cluster.backend)
     assert first["changed"] and first["reason"] == "nothing known to run"
     running = Plan.from_dict(first["plan"])
     assert _go(running, video.spec, cluster, clock).ok
-    config = running_config(spec_path, cluster.backend)
-    assert config == [s.config_key for s in running.stages]
+    config = observe(video.spec, cluster.backend)
+    assert config == tuple(s.config_key for s in running.stages)
 
-    same = plan_step(spec_path, _forecast(500.0), running=config)
+    same = plan_task(spec_path, _forecast(500.0), cluster.backend)
     assert not same["changed"] and same["plan"]["plan_id"] == running.plan_id
+    assert same["previous_plan_id"] == running.plan_id
     # A little less load: the program proposes another plan, worth less than min_gain more.
-    near = plan_step(spec_path, _forecast(450.0), running=config)
+    near = plan_task(spec_path, _forecast(450.0), cluster.backend)
     assert not near["changed"] and near["plan"]["plan_id"] == running.plan_id
     assert near["proposal_id"] != running.plan_id and "min_gain" in near["reason"]
-    more = plan_step(spec_path, _forecast(1500.0), running=config)
+    more = plan_task(spec_path, _forecast(1500.0), cluster.backend)
     assert more["changed"] and "below 1500.0" in more["reason"]
     # Far less: batches no longer fill within the latency budget, so the running plan must go.
-    less = plan_step(spec_path, _forecast(100.0), running=config)
+    less = plan_task(spec_path, _forecast(100.0), cluster.backend)
     assert less["changed"] and "over the latency budget" in less["reason"]

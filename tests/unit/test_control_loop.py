@@ -2,11 +2,13 @@
 
 import numpy as np
 
-from ipa_airflow.adaptation import current_plan_id
+from ipa_airflow.cluster.desired import observe
 from ipa_airflow.cluster.simulated import SimulatedBackend
 from ipa_airflow.control_loop import run_loop
-from ipa_airflow.forecasting.registry import forecaster
+from ipa_airflow.forecasting.catalog import forecaster
 from ipa_airflow.forecasting.sources import LoadSourceError, TraceReplay
+from ipa_airflow.plans import config_id
+from ipa_airflow.spec import load_spec
 from tests.conftest import PIPELINES
 
 SPEC = str(PIPELINES / "video-cpu.yaml")
@@ -49,11 +51,12 @@ def test_the_loop_decides_every_interval_follows_a_jump_and_skips_unreadable_tic
         sleep=clock.sleep,
     )
     assert summary.decisions == 20 and summary.skipped == []  # a fresh last forecast covers the outage
-    assert "fallback: last good forecast" in records[5].forecast["note"]
+    assert "fallback: last good forecast" in records[5].forecast.note
     assert records[0].changed and records[0].why.endswith("nothing known to run")
     jump = next(r for r in records[10:] if r.changed)
     assert "cannot carry the load" in jump.why and jump.planned_load_rps > 20
-    assert current_plan_id(SPEC, cluster) == records[-1].plan["plan_id"]
+    spec = load_spec(SPEC)
+    assert config_id(spec.name, observe(spec, cluster)) == records[-1].plan.plan_id
     assert summary.changes == sum(r.changed for r in records) < summary.decisions
 
 

@@ -6,7 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ipa_airflow.forecasting.registry import forecaster
+from ipa_airflow.forecasting.catalog import forecaster
 from ipa_airflow.optimizer import ConfigError, plan, score_config
 from ipa_airflow.pipelines import load_pipeline
 from ipa_airflow.simulation.policies import make_policy

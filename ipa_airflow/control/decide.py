@@ -1,0 +1,62 @@
+"""The planner's decision, a pure function of a context: `decide(ctx) -> (Decision, state)`.
+
+Built as Ray Serve builds its autoscaling policies, a core and small wrappers around it:
+- `stabilised_load`: the load to plan for is the highest of the last `adaptation.stabilisation`
+  forecasts (the forecast carries the earlier ones), so capacity is given back only after N lower ones;
+- the core: the program, solved under the context's policy for that load;
+- `keep_or_switch`: what runs is kept unless it cannot carry the load, or the proposal gains at least
+  `adaptation.min_gain` (`switching.choose`); what runs is scored at the same load, so the two compare.
+The planner keeps no state of its own: the state in the context is handed back as it came.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..optimizer import ConfigError, policy_for, score_config
+from ..optimizer import plan as solve
+from ..plans import Plan
+from ..switching import Switch, choose, held_load
+from .context import Context
+from .decision import Decision
+
+log = logging.getLogger(__name__)
+
+
+def stabilised_load(ctx: Context) -> float:
+    """The highest of the newest `stabilisation` forecasts at the planning quantile."""
+    a = ctx.spec.adaptation
+    q = ctx.quantile or a.quantile
+    return held_load(ctx.forecast.held(q, a.stabilisation), a.stabilisation)
+
+
+def running_plan(ctx: Context, load: float) -> Plan | None:
+    """What runs, scored as a plan at `load` (None when nothing runs, or the spec no longer offers it)."""
+    if ctx.running is None:
+        return None
+    try:
+        return score_config(ctx.spec, ctx.pipeline.profiles, load, ctx.running, policy=ctx.policy)
+    except ConfigError as exc:  # the spec changed under a running pipeline: replace what runs
+        log.warning("the running configuration is not one the spec offers (%s); switching", exc)
+        return None
+
+
+def keep_or_switch(ctx: Context, proposal: Plan, load: float) -> Switch:
+    shares = policy_for(ctx.policy, ctx.spec).budget_shares
+    return choose(running_plan(ctx, load), proposal, load, ctx.spec, shares)
+
+
+def decide(ctx: Context) -> tuple[Decision, Any]:
+    load = stabilised_load(ctx)
+    proposal = solve(ctx.spec, ctx.pipeline.profiles, load, policy=ctx.policy)
+    switch = keep_or_switch(ctx, proposal, load)
+    decision = Decision(
+        plan=switch.plan,
+        previous_plan_id=ctx.previous_plan_id,
+        reason=switch.reason,
+        proposal_id=proposal.plan_id,
+        load_rps=load,
+        solve_s=proposal.solve_time_s,
+    )
+    return decision, ctx.state

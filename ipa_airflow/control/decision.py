@@ -1,0 +1,59 @@
+"""A decision: the plan that should run next, what runs now, and why. A plain value with to/from dict,
+so an Airflow task can hand it to the next through XCom.
+
+`changed` is defined here and nowhere else: the plan differs from what runs (or nothing runs). Every
+driver reconciles exactly when it is true, and every record reports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..plans import Plan
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Decision:
+    plan: Plan  # what should run next: what runs (kept) or the program's proposal
+    previous_plan_id: str | None  # what ran when deciding; None when nothing known runs
+    reason: str  # why kept or switched, one sentence
+    proposal_id: str  # what the program proposed (differs from plan.plan_id when what runs is kept)
+    load_rps: float  # the load planned for (the forecast held over the stabilisation window)
+    solve_s: float = 0.0  # the program's solve time
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def changed(self) -> bool:
+        return self.plan.plan_id != self.previous_plan_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.to_dict(),
+            "previous_plan_id": self.previous_plan_id,
+            "reason": self.reason,
+            "proposal_id": self.proposal_id,
+            "load_rps": self.load_rps,
+            "solve_s": self.solve_s,
+            "changed": self.changed,  # for readers of the XCom; recomputed, never read back
+            "schema_version": self.schema_version,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Decision:
+        version = d.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"decision schema_version {version!r} is not supported (expected {SCHEMA_VERSION})"
+            )
+        return cls(
+            plan=Plan.from_dict(d["plan"], source="decision.plan"),
+            previous_plan_id=d.get("previous_plan_id"),
+            reason=str(d.get("reason", "")),
+            proposal_id=str(d["proposal_id"]),
+            load_rps=float(d["load_rps"]),
+            solve_s=float(d.get("solve_s", 0.0)),
+        )
