@@ -223,9 +223,36 @@ def decode_stage(stage: str, obj: dict[str, Any] | None) -> tuple | None:
 
 def max_batch_time_s(obj: dict[str, Any]) -> float:
     """How long the model server waits to fill a batch, as the Deployment tells it (0 when unset)."""
+    return float(_env(obj).get(BATCH_TIME_ENV) or 0.0)
+
+
+BATCH_TIME_ENV = "MLSERVER_MODEL_MAX_BATCH_TIME"
+
+
+def keep_running_batch_time(desired: dict[str, Any], observed: dict[str, Any] | None) -> dict[str, Any]:
+    """The desired Deployment with the running batch time when only its replicas change.
+
+    The planner derives the batch time from the load it planned for, so every new load gives a new value;
+    in the pod template, that would make each scale-up or scale-down a rolling restart of every pod. The
+    running value is safe to keep: with the same variant, batch and shape it met the SLA when its plan was
+    made, and the wait a request sees is the shorter of that timeout and the time a batch takes to fill,
+    which only shrinks as load grows."""
+    want, have = decode_stage("", desired), decode_stage("", observed)
+    if want is None or have is None or want[1:-1] != have[1:-1]:  # variant, shape or batch changes
+        return desired
+    running = _env(observed).get(BATCH_TIME_ENV)
+    if running is None:
+        return desired
+    out = copy.deepcopy(desired)
+    for e in out["spec"]["template"]["spec"]["containers"][0].get("env") or []:
+        if e.get("name") == BATCH_TIME_ENV:
+            e["value"] = running  # in place: the order of env entries is part of the pod template
+    return out
+
+
+def _env(obj: dict[str, Any]) -> dict[str, Any]:
     containers = ((obj.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers") or [{}]
-    env = {e.get("name"): e.get("value") for e in containers[0].get("env") or []}
-    return float(env.get("MLSERVER_MODEL_MAX_BATCH_TIME") or 0.0)
+    return {e.get("name"): e.get("value") for e in containers[0].get("env") or []}
 
 
 def observe(spec: PipelineSpec, backend) -> tuple[tuple, ...] | None:

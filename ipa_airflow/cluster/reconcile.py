@@ -35,7 +35,7 @@ from .backends import (
     WriterLock,
     writer_identity,
 )
-from .desired import ANN_PLAN, LABEL_PIPELINE, desired_state
+from .desired import ANN_PLAN, LABEL_PIPELINE, desired_state, keep_running_batch_time
 from .diff import CREATE, UNCHANGED, StageChange, diff
 
 OK_STATUSES = ("unchanged", "dry-run", "applied")
@@ -235,6 +235,8 @@ class _Run:
                     f"'{self.spec.name}': nothing was applied. Rename a stage or a pipeline so their "
                     "Deployment names differ, or give them different namespaces."
                 )
+        self.by_name = {n: keep_running_batch_time(m, self.observed[n]) for n, m in self.by_name.items()}
+        self.manifests = [self.by_name[m["metadata"]["name"]] for m in self.manifests]
         self.changes = diff(self.manifests, self.observed)
         for c in self.changes:
             if c.action == UNCHANGED:

@@ -287,3 +287,31 @@ def test_the_adaptation_step_reads_what_runs_and_keeps_it_while_it_carries(video
     # Far less: batches no longer fill within the latency budget, so the running plan must go.
     less = plan_task(spec_path, _forecast(100.0), cluster.backend)
     assert less["changed"] and "over the latency budget" in less["reason"]
+
+
+def test_a_replica_change_keeps_the_running_batch_time_so_no_pod_restarts(video, cluster, clock):
+    """The planner's batch time follows the planned load; written into the pod template it would make every
+    scale-up a rolling restart. The running one is kept: it met the SLA with the same variant and batch."""
+    before, _ = _plans(video)
+    detect, classify = before.stages
+    assert _go(before, video.spec, cluster, clock).ok
+    clock.sleep(10)
+    template = cluster.objects()["video-gpu-detect"]["spec"]["template"]
+    busier = replace(
+        before,
+        stages=(replace(detect, replicas=detect.replicas + 2, queue_s=detect.queue_s / 2 + 0.001), classify),
+    )
+    result = _go(busier, video.spec, cluster, clock)
+    assert result.ok and {o.stage: o.action for o in result.outcomes}["detect"] == "scale-up"
+    after = cluster.objects()["video-gpu-detect"]
+    assert after["spec"]["replicas"] == detect.replicas + 2
+    assert after["spec"]["template"] == template  # same pods, more of them
+    # A new batch size is a new configuration: then the batch time follows the plan.
+    other = next(b for b in video.spec.limits.batch_sizes if b != detect.batch)
+    rebatched = replace(before, stages=(replace(detect, batch=other, queue_s=0.0123), classify))
+    assert _go(rebatched, video.spec, cluster, clock).ok
+    env = {
+        e["name"]: e["value"]
+        for e in cluster.objects()["video-gpu-detect"]["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["MLSERVER_MODEL_MAX_BATCH_TIME"] == "0.0123"
