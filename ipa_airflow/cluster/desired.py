@@ -238,7 +238,7 @@ def keep_running_batch_time(desired: dict[str, Any], observed: dict[str, Any] | 
     made, and the wait a request sees is the shorter of that timeout and the time a batch takes to fill,
     which only shrinks as load grows."""
     want, have = decode_stage("", desired), decode_stage("", observed)
-    if want is None or have is None or want[1:-1] != have[1:-1]:  # variant, shape or batch changes
+    if observed is None or want is None or have is None or want[1:-1] != have[1:-1]:  # a new config
         return desired
     running = _env(observed).get(BATCH_TIME_ENV)
     if running is None:
