@@ -1,6 +1,6 @@
 """ipa_adaptation: forecast -> plan -> reconcile -> record, for every pipeline spec in IPA_SPECS_DIR.
 
-Configuration (environment, read at parse time; no heavy work here):
+Configuration (environment, read once at parse time by `load_settings()`; no heavy work here):
   IPA_SPECS_DIR             folder of pipeline specs (default: the repository's examples)
   IPA_ADAPTATION_SCHEDULE   cron or '@continuous' (default: every minute; '@continuous' with a loop)
   IPA_ADAPTATION_LOOP_S     when set, each spec gets one task that decides every adaptation.interval_s
@@ -11,6 +11,7 @@ Configuration (environment, read at parse time; no heavy work here):
                             sum(rate(ipa_requests_total[2s])))
   IPA_TRACE                 the trace a 'trace' source replays
   IPA_CLUSTER_BACKEND       'kubernetes' (connection kubernetes_default) or 'simulated' (the default)
+  IPA_SIMULATED_STARTUP_S   seconds a simulated Deployment takes to become ready (default 0)
   IPA_FORECASTER_URI        a registered forecaster, e.g. models:/ipa-load-forecaster/latest (what
                             ipa_train_forecaster registers); unset: exp-smoothing fitted each run
   IPA_PLAN_QUANTILE         overrides each spec's adaptation.quantile (unset: the spec's)
@@ -19,7 +20,6 @@ A run's `trace_second` param replays a given second of the trace (the demo steps
 
 from __future__ import annotations
 
-import os
 import re
 
 import pendulum
@@ -33,61 +33,58 @@ from ipa_airflow_provider.operators import (
     IpaRecordDecisionOperator,
 )
 
-from ipa_airflow.forecasting.sources import PrometheusSource
-from ipa_airflow.settings import default_specs_dir, default_trace
+from ipa_airflow.settings import load_settings
 
-LOOP_S = float(os.environ["IPA_ADAPTATION_LOOP_S"]) if os.environ.get("IPA_ADAPTATION_LOOP_S") else None
-SCHEDULE = os.environ.get("IPA_ADAPTATION_SCHEDULE", "@continuous" if LOOP_S else "* * * * *")
-SOURCE = os.environ.get("IPA_LOAD_SOURCE", "trace")
-QUERY = os.environ.get("IPA_PROMETHEUS_QUERY") or PrometheusSource.query
-BACKEND = os.environ.get("IPA_CLUSTER_BACKEND", "simulated")
-FORECASTER_URI = os.environ.get("IPA_FORECASTER_URI") or None
-QUANTILE = float(os.environ["IPA_PLAN_QUANTILE"]) if os.environ.get("IPA_PLAN_QUANTILE") else None
+SETTINGS = load_settings()
+LOAD, CLUSTER, FORECASTER = SETTINGS.load, SETTINGS.cluster, SETTINGS.forecaster
+# What every spec's tasks share: where the load comes from, and the cluster the plans go to.
+LOAD_ARGS = dict(
+    source=LOAD.source,
+    query=LOAD.prometheus_query,
+    trace=str(LOAD.trace),
+    trace_second="{{ params.trace_second }}",
+    model_uri=FORECASTER.registered_uri,
+    ipa_prometheus_conn_id=LOAD.prometheus_conn_id,
+    ipa_mlflow_conn_id=SETTINGS.mlflow.conn_id,
+)
+CLUSTER_ARGS = dict(
+    cluster_backend=CLUSTER.backend,
+    kubernetes_conn_id=CLUSTER.kubernetes_conn_id,
+    simulated_startup_s=CLUSTER.simulated_startup_s,
+)
 
 with DAG(
     dag_id="ipa_adaptation",
     description="Adapt every pipeline to its predicted load: variant, batch size and replicas per stage",
-    schedule=None if SCHEDULE == "none" else SCHEDULE,
+    schedule=SETTINGS.schedules.adaptation,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,  # one adaptation at a time: a run must see the cluster the last one left
     params={"trace_second": None},
     tags=["ipa"],
 ) as dag:
-    for spec in sorted(default_specs_dir().glob("*.yaml")):
-        if LOOP_S:
+    for spec in sorted(SETTINGS.specs_dir.glob("*.yaml")):
+        if SETTINGS.loop_s:
             IpaAdaptationLoopOperator(
                 task_id=re.sub(r"[^a-zA-Z0-9_]", "_", spec.stem),
                 spec_path=str(spec),
-                duration_s=LOOP_S,
-                source=SOURCE,
-                query=QUERY,
-                trace=str(default_trace()),
-                trace_second="{{ params.trace_second }}",
-                model_uri=FORECASTER_URI,
-                quantile=QUANTILE,
-                cluster_backend=BACKEND,
+                duration_s=SETTINGS.loop_s,
+                quantile=FORECASTER.plan_quantile,
+                **LOAD_ARGS,
+                **CLUSTER_ARGS,
             )
             continue
         with TaskGroup(group_id=re.sub(r"[^a-zA-Z0-9_]", "_", spec.stem)):
-            forecast = IpaForecastOperator(
-                task_id="forecast",
-                source=SOURCE,
-                query=QUERY,
-                trace=str(default_trace()),
-                trace_second="{{ params.trace_second }}",
-                spec_path=str(spec),
-                model_uri=FORECASTER_URI,
-            )
+            forecast = IpaForecastOperator(task_id="forecast", spec_path=str(spec), **LOAD_ARGS)
             planned = IpaPlanOperator(
                 task_id="plan",
                 spec_path=str(spec),
                 forecast=forecast.output,
-                quantile=QUANTILE,
-                cluster_backend=BACKEND,
+                quantile=FORECASTER.plan_quantile,
+                **CLUSTER_ARGS,
             )
             reconciled = IpaReconcileOperator(
-                task_id="reconcile", spec_path=str(spec), planned=planned.output, cluster_backend=BACKEND
+                task_id="reconcile", spec_path=str(spec), planned=planned.output, **CLUSTER_ARGS
             )
             record = IpaRecordDecisionOperator(
                 task_id="record",
@@ -95,5 +92,6 @@ with DAG(
                 forecast=forecast.output,
                 planned=planned.output,
                 reconciled=XComArg(reconciled, key=OUTCOME_KEY),
+                ipa_mlflow_conn_id=SETTINGS.mlflow.conn_id,
             )
             forecast >> planned >> reconciled >> record

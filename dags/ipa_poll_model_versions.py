@@ -1,21 +1,25 @@
 """ipa_poll_model_versions: for MLflow setups without webhooks, find model versions that have no
-profile on IPA_PROFILE_HARDWARE and emit one asset event that starts ipa_profile_model_version."""
+profile on IPA_PROFILE_HARDWARE and emit one asset event that starts ipa_profile_model_version.
+Its schedule is IPA_POLL_SCHEDULE (default @hourly); both are read once, at parse time, by
+`load_settings()`."""
 
 from __future__ import annotations
-
-import os
 
 import pendulum
 from airflow.sdk import DAG, Asset, Metadata, task
 from ipa_airflow_provider.hooks import IpaMlflowHook
 from ipa_airflow_provider.plugin import MODEL_VERSIONS_URI
 
+from ipa_airflow.settings import load_settings
+
+SETTINGS = load_settings()
 MODEL_VERSIONS = Asset(MODEL_VERSIONS_URI)
-HARDWARE = os.environ.get("IPA_PROFILE_HARDWARE", "airflow-cpu")
+HARDWARE = SETTINGS.profiling.hardware
+MLFLOW_CONN_ID = SETTINGS.mlflow.conn_id
 
 with DAG(
     dag_id="ipa_poll_model_versions",
-    schedule=os.environ.get("IPA_POLL_SCHEDULE", "@hourly"),
+    schedule=SETTINGS.schedules.poll,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -26,7 +30,7 @@ with DAG(
     def find_unprofiled():
         from ipa_airflow.registry.polling import unprofiled_versions
 
-        registry = IpaMlflowHook().get_conn()
+        registry = IpaMlflowHook(MLFLOW_CONN_ID).get_conn()
         missing = unprofiled_versions(registry, HARDWARE)
         if missing:
             yield Metadata(MODEL_VERSIONS, extra={"versions": missing, "source": "poll"})

@@ -1,7 +1,8 @@
 """ipa_profile_model_version: profile new MLflow model versions on every hardware kind configured.
 
 Started by asset events on ipa://mlflow/model-versions (the MLflow webhook receiver, or the polling
-DAG) or by hand with conf {"name": ..., "version": ...}.
+DAG) or by hand with conf {"name": ..., "version": ...}. Configuration (environment, read once at parse
+time by `load_settings()`):
   IPA_PROFILE_HARDWARE   the hardware name profiles are filed under (default: airflow-cpu)
   IPA_PROFILE_THREADS    CPU cores per replica to profile, comma-separated (default: 1,2)
   IPA_PROFILE_BATCHES    batch sizes (default: 1,2,4,8)
@@ -9,17 +10,18 @@ DAG) or by hand with conf {"name": ..., "version": ...}.
 
 from __future__ import annotations
 
-import os
-
 import pendulum
 from airflow.sdk import DAG, Asset, task
 from ipa_airflow_provider.operators import IpaProfileOperator
 from ipa_airflow_provider.plugin import MODEL_VERSIONS_URI
 
+from ipa_airflow.settings import load_settings
+
+SETTINGS = load_settings()
 MODEL_VERSIONS = Asset(MODEL_VERSIONS_URI)
-HARDWARE = os.environ.get("IPA_PROFILE_HARDWARE", "airflow-cpu")
-THREADS = [int(t) for t in os.environ.get("IPA_PROFILE_THREADS", "1,2").split(",")]
-BATCHES = os.environ.get("IPA_PROFILE_BATCHES", "1,2,4,8")
+HARDWARE = SETTINGS.profiling.hardware
+THREADS = list(SETTINGS.profiling.threads)
+BATCHES = ",".join(map(str, SETTINGS.profiling.batch_sizes))
 
 with DAG(
     dag_id="ipa_profile_model_version",
@@ -46,5 +48,9 @@ with DAG(
         return sorted({f"models:/{n}/{v}" for n, v in found})
 
     IpaProfileOperator.partial(
-        task_id="profile", hardware=HARDWARE, batch_sizes=BATCHES, device="cpu"
+        task_id="profile",
+        hardware=HARDWARE,
+        batch_sizes=BATCHES,
+        device="cpu",
+        ipa_mlflow_conn_id=SETTINGS.mlflow.conn_id,
     ).expand(model_uri=versions_to_profile(), threads=THREADS)

@@ -2,7 +2,7 @@
 when its backtest beats the registered one: a quantile loss at least 1 % lower at the planner's
 quantile (IPA_PLAN_QUANTILE, default the specs' 0.99), measured on the same test days.
 
-Configuration (environment, read at parse time):
+Configuration (environment, read once at parse time by `load_settings()`):
   IPA_LOAD_SOURCE        'prometheus': the last IPA_HISTORY_DAYS whole UTC days of the pipelines' request
                          rate (connection ipa_prometheus_default, query IPA_PROMETHEUS_QUERY), undamped;
                          'trace' (the default): the trace file IPA_TRACE (default: the shipped one)
@@ -19,26 +19,27 @@ Configuration (environment, read at parse time):
 
 from __future__ import annotations
 
-import os
-
 import pendulum
 from airflow.sdk import DAG, task
 from ipa_airflow_provider.hooks import IpaMlflowHook, IpaPrometheusHook
 
-from ipa_airflow.forecasting.sources import PrometheusSource
+from ipa_airflow.settings import load_settings
 
-SOURCE = os.environ.get("IPA_LOAD_SOURCE", "trace")
-HISTORY_DAYS = int(os.environ.get("IPA_HISTORY_DAYS", "14"))
-QUERY = os.environ.get("IPA_PROMETHEUS_QUERY") or PrometheusSource.query
-TRAIN_DAYS = os.environ.get("IPA_TRAIN_DAYS", "0-9")
-TEST_DAYS = os.environ.get("IPA_TEST_DAYS", "10-13")
-NAME = os.environ.get("IPA_FORECASTER_NAME", "ipa-load-forecaster")
-MODEL = os.environ.get("IPA_FORECASTER_MODEL", "lstm-quantile")
-QUANTILE = {"quantile": float(os.environ["IPA_PLAN_QUANTILE"])} if os.environ.get("IPA_PLAN_QUANTILE") else {}
+SETTINGS = load_settings()
+SOURCE = SETTINGS.load.source
+HISTORY_DAYS = SETTINGS.load.history_days
+QUERY = SETTINGS.load.prometheus_query
+TRACE = str(SETTINGS.load.trace)
+TRAIN_DAYS = SETTINGS.forecaster.train_days
+TEST_DAYS = SETTINGS.forecaster.test_days
+NAME = SETTINGS.forecaster.registered_name
+MODEL = SETTINGS.forecaster.model
+QUANTILE = {"quantile": SETTINGS.forecaster.plan_quantile} if SETTINGS.forecaster.plan_quantile else {}
+MLFLOW_CONN_ID, PROMETHEUS_CONN_ID = SETTINGS.mlflow.conn_id, SETTINGS.load.prometheus_conn_id
 
 with DAG(
     dag_id="ipa_train_forecaster",
-    schedule=os.environ.get("IPA_TRAIN_SCHEDULE", "@weekly"),
+    schedule=SETTINGS.schedules.train,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -49,13 +50,12 @@ with DAG(
     def train_and_register() -> dict:
         import time
 
-        from ipa_airflow.forecasting.retrain import retrain, retrain_on_recent_load
-        from ipa_airflow.settings import default_trace
+        from ipa_airflow.forecasting import retrain
 
-        tracking_uri = IpaMlflowHook().tracking_uri
+        tracking_uri = IpaMlflowHook(MLFLOW_CONN_ID).tracking_uri
         if SOURCE == "prometheus":
-            return retrain_on_recent_load(
-                IpaPrometheusHook().get_conn(QUERY),
+            return retrain.retrain_on_recent_load(
+                IpaPrometheusHook(PROMETHEUS_CONN_ID).get_conn(QUERY),
                 days=HISTORY_DAYS,
                 now=time.time(),
                 tracking_uri=tracking_uri,
@@ -64,15 +64,15 @@ with DAG(
                 registered_name=NAME,
                 model=MODEL,
                 **QUANTILE,
-            )
-        return retrain(
-            str(default_trace()),
+            ).to_dict()
+        return retrain.train_and_register(
+            TRACE,
             tracking_uri=tracking_uri,
             train_days=TRAIN_DAYS,
             test_days=TEST_DAYS,
             registered_name=NAME,
             model=MODEL,
             **QUANTILE,
-        )
+        ).to_dict()
 
     train_and_register()

@@ -16,11 +16,12 @@ import heapq
 import hmac
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from .settings import webhook_secret
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,9 @@ Emit = Callable[[str, str, str], int]
 def create_app(
     emit: Emit,
     *,
-    secret: Callable[[], str] = lambda: os.environ.get("IPA_WEBHOOK_SECRET", ""),
+    # Read per delivery, as before: the app is built when the plugin is imported, and a secret set in the
+    # environment after that (as the integration tests do) still counts.
+    secret: Callable[[], str] = webhook_secret,
     guard: ReplayGuard | None = None,
     clock: Callable[[], float] = time.time,
     max_body_bytes: int = MAX_BODY_BYTES,

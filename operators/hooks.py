@@ -1,7 +1,8 @@
 """Hooks: the only place that knows about Airflow connections.
 
 - IpaMlflowHook: an MLflow tracking server (conn type `ipa_mlflow`, host with scheme, port, optional
-  schema as a path). Without the connection it falls back to MLFLOW_TRACKING_URI or the embedded store.
+  schema as a path). Without the connection it falls back to the settings' tracking URI
+  (MLFLOW_TRACKING_URI, else the embedded store under IPA_HOME), read when the task runs.
 - IpaPrometheusHook: a Prometheus server (conn type `ipa_prometheus`).
 Kubernetes access goes through the cncf provider's KubernetesHook.
 """
@@ -12,7 +13,7 @@ from functools import cached_property
 
 from airflow.sdk import BaseHook
 
-from ipa_airflow.settings import load_settings
+from ipa_airflow.settings import MLFLOW_CONN_ID, PROMETHEUS_CONN_ID, load_settings
 
 
 def _url(conn) -> str:
@@ -25,7 +26,7 @@ def _url(conn) -> str:
 
 class IpaMlflowHook(BaseHook):
     conn_name_attr = "ipa_mlflow_conn_id"
-    default_conn_name = "ipa_mlflow_default"
+    default_conn_name = MLFLOW_CONN_ID
     conn_type = "ipa_mlflow"
     hook_name = "IPA MLflow"
 
@@ -58,7 +59,7 @@ class IpaMlflowHook(BaseHook):
 
 class IpaPrometheusHook(BaseHook):
     conn_name_attr = "ipa_prometheus_conn_id"
-    default_conn_name = "ipa_prometheus_default"
+    default_conn_name = PROMETHEUS_CONN_ID
     conn_type = "ipa_prometheus"
     hook_name = "IPA Prometheus"
 

@@ -7,30 +7,37 @@ one operator in-process, or a pod on a GPU node (`gpu_profile_pod`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
+from ipa_airflow.settings import DECISIONS_EXPERIMENT, KUBERNETES_CONN_ID
+
 from .hooks import IpaMlflowHook, IpaPrometheusHook
 
 
-def cluster_backend(kind: str, *, kubernetes_conn_id: str | None = None, state_file: str | None = None):
-    """The cluster the plans go to: 'kubernetes' (through the cncf provider's connection) or 'simulated'."""
+def cluster_backend(
+    kind: str,
+    *,
+    kubernetes_conn_id: str | None = None,
+    state_file: str | None = None,
+    startup_s: float = 0.0,
+):
+    """The cluster the plans go to: 'kubernetes' (through the cncf provider's connection) or 'simulated'
+    (its state in `state_file`, default under IPA_HOME; a changed Deployment is ready `startup_s` later:
+    the DAG passes settings.cluster.simulated_startup_s)."""
     if kind == "kubernetes":
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
         from ipa_airflow.cluster.kubernetes_backend import KubernetesBackend
 
-        return KubernetesBackend(
-            KubernetesHook(conn_id=kubernetes_conn_id or "kubernetes_default").get_conn()
-        )
+        return KubernetesBackend(KubernetesHook(conn_id=kubernetes_conn_id or KUBERNETES_CONN_ID).get_conn())
     if kind != "simulated":
         raise ValueError(f"cluster_backend must be 'kubernetes' or 'simulated', not {kind!r}")
     from ipa_airflow.cluster.simulated import simulated_cluster
 
-    return simulated_cluster(state_file, startup_s=float(os.environ.get("IPA_SIMULATED_STARTUP_S", "0")))
+    return simulated_cluster(state_file, startup_s=startup_s)
 
 
 class _ClusterMixin:
@@ -39,6 +46,7 @@ class _ClusterMixin:
             self.cluster_backend,
             kubernetes_conn_id=self.kubernetes_conn_id,
             state_file=self.simulated_state_file,
+            startup_s=self.simulated_startup_s,
         )
 
 
@@ -137,6 +145,7 @@ class IpaPlanOperator(_ClusterMixin, BaseOperator):
         cluster_backend: str = "simulated",
         kubernetes_conn_id: str | None = None,
         simulated_state_file: str | None = None,
+        simulated_startup_s: float = 0.0,
         ipa_mlflow_conn_id: str | None = None,
         **kwargs,
     ):
@@ -144,6 +153,7 @@ class IpaPlanOperator(_ClusterMixin, BaseOperator):
         self.spec_path, self.forecast, self.quantile, self.policy = spec_path, forecast, quantile, policy
         self.cluster_backend, self.kubernetes_conn_id = cluster_backend, kubernetes_conn_id
         self.simulated_state_file, self.ipa_mlflow_conn_id = simulated_state_file, ipa_mlflow_conn_id
+        self.simulated_startup_s = simulated_startup_s
 
     def execute(self, context) -> dict[str, Any]:
         from ipa_airflow.adaptation import plan_task
@@ -183,12 +193,13 @@ class IpaReconcileOperator(_ClusterMixin, BaseOperator):
         cluster_backend: str = "simulated",
         kubernetes_conn_id: str | None = None,
         simulated_state_file: str | None = None,
+        simulated_startup_s: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.spec_path, self.planned, self.dry_run = spec_path, planned, dry_run
         self.cluster_backend, self.kubernetes_conn_id = cluster_backend, kubernetes_conn_id
-        self.simulated_state_file = simulated_state_file
+        self.simulated_state_file, self.simulated_startup_s = simulated_state_file, simulated_startup_s
 
     def execute(self, context) -> dict[str, Any]:
         from airflow.sdk.exceptions import AirflowException, AirflowSkipException
@@ -231,12 +242,13 @@ class IpaAdaptationLoopOperator(_ClusterMixin, IpaForecastOperator):
         cluster_backend: str = "simulated",
         kubernetes_conn_id: str | None = None,
         simulated_state_file: str | None = None,
+        simulated_startup_s: float = 0.0,
         **kwargs,
     ):
         super().__init__(spec_path=spec_path, **kwargs)
         self.duration_s, self.quantile, self.policy = duration_s, quantile, policy
         self.cluster_backend, self.kubernetes_conn_id = cluster_backend, kubernetes_conn_id
-        self.simulated_state_file = simulated_state_file
+        self.simulated_state_file, self.simulated_startup_s = simulated_state_file, simulated_startup_s
 
     def _rates(self, context):
         """read_rates(window_s) for the loop, and the history to fit a forecaster on."""
@@ -260,11 +272,9 @@ class IpaAdaptationLoopOperator(_ClusterMixin, IpaForecastOperator):
         from ipa_airflow.adaptation import forecaster_for
         from ipa_airflow.control_loop import run_loop
         from ipa_airflow.decisions import log_decision
-        from ipa_airflow.settings import load_settings
 
         mlflow = IpaMlflowHook(self.ipa_mlflow_conn_id)
         registry = mlflow.get_conn()
-        experiment = load_settings(tracking_uri=registry.tracking_uri).mlflow.decisions_experiment
         read_rates, read_history = self._rates(context)
         fitted, why = forecaster_for(
             self.model, read_history, model_uri=self.model_uri, tracking_uri=mlflow.tracking_uri
@@ -276,7 +286,7 @@ class IpaAdaptationLoopOperator(_ClusterMixin, IpaForecastOperator):
             log_decision(
                 rec,
                 tracking_uri=registry.tracking_uri,
-                experiment=experiment,
+                experiment=DECISIONS_EXPERIMENT,
                 artifact_root=registry.artifact_root,
             )
             self.log.info("%s", rec.why)
@@ -325,15 +335,13 @@ class IpaRecordDecisionOperator(BaseOperator):
     def execute(self, context) -> dict[str, Any]:
         from ipa_airflow.adaptation import record_task
         from ipa_airflow.decisions import log_decision
-        from ipa_airflow.settings import load_settings
 
         record = record_task(self.spec_path, self.forecast, self.planned, self.reconciled)
         registry = IpaMlflowHook(self.ipa_mlflow_conn_id).get_conn()
-        settings = load_settings(tracking_uri=registry.tracking_uri)
         run_id = log_decision(
             record,
             tracking_uri=registry.tracking_uri,
-            experiment=settings.mlflow.decisions_experiment,
+            experiment=DECISIONS_EXPERIMENT,
             artifact_root=registry.artifact_root,
         )
         self.log.info("decision %s: %s", run_id, record.why)

@@ -22,6 +22,7 @@ class IpaRolloutSensor(BaseSensorOperator):
         backend: str = "simulated",
         kubernetes_conn_id: str | None = None,
         simulated_state_file: str | None = None,
+        simulated_startup_s: float = 0.0,  # the operators' value: when a simulated rollout is done
         deferrable: bool = False,
         poll_s: float = 5.0,
         **kwargs,
@@ -29,6 +30,7 @@ class IpaRolloutSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.namespace, self.names, self.backend = namespace, names, backend
         self.kubernetes_conn_id, self.simulated_state_file = kubernetes_conn_id, simulated_state_file
+        self.simulated_startup_s = simulated_startup_s
         self.deferrable, self.poll_s = deferrable, poll_s
 
     def _trigger(self) -> IpaRolloutTrigger:
@@ -38,6 +40,7 @@ class IpaRolloutSensor(BaseSensorOperator):
             backend=self.backend,
             kubernetes_conn_id=self.kubernetes_conn_id,
             simulated_state_file=self.simulated_state_file,
+            simulated_startup_s=self.simulated_startup_s,
             poll_s=self.poll_s,
             timeout_s=self.timeout,
         )

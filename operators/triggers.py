@@ -18,12 +18,14 @@ class IpaRolloutTrigger(BaseTrigger):
         backend: str = "simulated",
         kubernetes_conn_id: str | None = None,
         simulated_state_file: str | None = None,
+        simulated_startup_s: float = 0.0,  # the operators' value: when a simulated rollout is done
         poll_s: float = 5.0,
         timeout_s: float = 900.0,
     ):
         super().__init__()
         self.namespace, self.names, self.backend = namespace, names, backend
         self.kubernetes_conn_id, self.simulated_state_file = kubernetes_conn_id, simulated_state_file
+        self.simulated_startup_s = simulated_startup_s
         self.poll_s, self.timeout_s = poll_s, timeout_s
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -35,6 +37,7 @@ class IpaRolloutTrigger(BaseTrigger):
                 "backend": self.backend,
                 "kubernetes_conn_id": self.kubernetes_conn_id,
                 "simulated_state_file": self.simulated_state_file,
+                "simulated_startup_s": self.simulated_startup_s,
                 "poll_s": self.poll_s,
                 "timeout_s": self.timeout_s,
             },
@@ -46,7 +49,10 @@ class IpaRolloutTrigger(BaseTrigger):
         from .operators import cluster_backend
 
         backend = cluster_backend(
-            self.backend, kubernetes_conn_id=self.kubernetes_conn_id, state_file=self.simulated_state_file
+            self.backend,
+            kubernetes_conn_id=self.kubernetes_conn_id,
+            state_file=self.simulated_state_file,
+            startup_s=self.simulated_startup_s,
         )
         pending = []
         for name in self.names:

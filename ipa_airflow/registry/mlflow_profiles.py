@@ -28,13 +28,6 @@ if TYPE_CHECKING:  # mlflow is an extra: imported where it is used
 
 log = logging.getLogger(__name__)
 
-# Fail fast when MLflow is down instead of retrying for minutes (users can still override these).
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-# Our commands print machine-readable output on stdout; MLflow's "View run" links would corrupt it.
-os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
-
 METRICS = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "throughput_rps", "cv", "peak_memory_mb")
 
 
@@ -46,12 +39,24 @@ class MlflowUnreachable(RegistryError):
     """MLflow did not answer (as opposed to answering no)."""
 
 
+def use_client_defaults() -> None:
+    """Fail fast when MLflow is down instead of retrying for minutes, and keep its "View run" links off
+    stdout: settings.MLFLOW_CLIENT_DEFAULTS, for each variable the user did not set. MLflow's HTTP client
+    reads only these variables (at each request), so this is how they reach it; it runs where a client is
+    made (here, `registry_for`, `MlflowProfileRegistry.client`), never at import."""
+    from ..settings import MLFLOW_CLIENT_DEFAULTS
+
+    for name, value in MLFLOW_CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
 @contextmanager
 def mlflow_errors(tracking_uri: str, what: str) -> Iterator[None]:
     """MLflow's failures inside the block as a RegistryError that says whether MLflow was down or
     refused, and what to do."""
     from mlflow.exceptions import MlflowException
 
+    use_client_defaults()
     try:
         yield
     except (MlflowException, OSError) as exc:  # requests' ConnectionError is an OSError
@@ -90,6 +95,7 @@ class MlflowProfileRegistry:
         if self._client is None:
             from mlflow import MlflowClient
 
+            use_client_defaults()
             self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         return self._client
 
@@ -310,6 +316,7 @@ def registry_for(tracking_uri: str | None = None) -> MlflowProfileRegistry:
     IPA_HOME; a server decides where its artifacts go."""
     from ..settings import load_settings
 
+    use_client_defaults()  # callers log to MLflow through the URI (decisions, forecasters) as well
     settings = load_settings(tracking_uri=tracking_uri)
     uri = settings.mlflow.tracking_uri
     local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
