@@ -53,3 +53,13 @@ def load_pipeline(path: str | Path, *, registry=None, runtime: str | None = None
     if problems:
         raise SpecError(str(path), problems)
     return Pipeline(spec, profiles, path)
+
+
+def check_pipeline(path: str | Path) -> Pipeline:
+    """`load_pipeline` (without MLflow), and the spec's Deployment template read and checked too: the
+    template renders only at reconcile time, so `ipa validate` finds its problems now. SpecError."""
+    from .cluster.desired import load_template
+
+    pipeline = load_pipeline(path)
+    load_template(pipeline.spec, base=pipeline.source.parent)
+    return pipeline

@@ -27,7 +27,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from scipy.optimize import nnls
 
 from .userfiles import UserFileError, read_json
 from .validation import RESOURCES_KEY, FieldProblems, problems_of
@@ -75,6 +74,8 @@ class LatencyCurve:
         y = np.asarray(list(latencies_ms), dtype=float)
         if len(b) == 0:
             raise ProfileError("cannot fit a latency curve to no points")
+        from scipy.optimize import nnls  # here, not at the top: scipy takes ~0.4 s to import (`ipa --help`)
+
         # Weighted by 1/y so the fit minimises relative error: batch-1 latency matters as much as batch-64.
         design = np.stack([np.ones_like(b), b, b * b], axis=1) / y[:, None]
         coeffs, _ = nnls(design, np.ones_like(y))

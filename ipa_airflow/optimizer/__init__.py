@@ -14,7 +14,6 @@ from dataclasses import replace
 from ..plans import Plan, StagePlan
 from ..profiles import ProfileSet
 from ..spec import PipelineSpec
-from . import brute_force, chain_search, milp
 from .evaluation import evaluate
 from .model_data import ModelData, Option, StageData
 from .policies import POLICIES, Policy, policy_for
@@ -104,6 +103,9 @@ def _pick_solver(data: ModelData, solver: str) -> str:
 
 
 def plan_from_data(data: ModelData, *, solver: str = "auto") -> Plan:
+    # The solvers load PuLP and HiGHS: imported when a plan is solved, not with the package (`ipa --help`).
+    from . import brute_force, chain_search, milp
+
     chosen = _pick_solver(data, solver)
     t0 = time.perf_counter()
     if chosen == "milp":

@@ -212,7 +212,7 @@ def test_train_checks_mlflow_before_fitting_and_load_says_what_mlflow_refused(
 def test_retraining_registers_only_a_forecaster_with_a_lower_quantile_loss(mlflow_server, tmp_path):
     from ipa_airflow.forecasting.catalog import forecaster
     from ipa_airflow.forecasting.mlflow_store import log_forecaster
-    from ipa_airflow.forecasting.retrain import retrain
+    from ipa_airflow.forecasting.retrain import train_and_register
     from ipa_airflow.registry.mlflow_profiles import MlflowUnreachable
     from tests.integration.conftest import free_port
 
@@ -223,12 +223,12 @@ def test_retraining_registers_only_a_forecaster_with_a_lower_quantile_loss(mlflo
     trace.write_text("\n".join(str(int(v)) for v in load))
     args = {"tracking_uri": mlflow_server, "train_days": "0", "test_days": "1", "damping": 1.0}
 
-    first = retrain(str(trace), registered_name="ipa-retrain-rule", **args)
+    first = train_and_register(str(trace), registered_name="ipa-retrain-rule", **args).to_dict()
     assert (
         first["registered"] and "current" not in first and first["model_uri"] == "models:/ipa-retrain-rule/1"
     )
     # the same model again scores the same: no new version for noise
-    again = retrain(str(trace), registered_name="ipa-retrain-rule", **args)
+    again = train_and_register(str(trace), registered_name="ipa-retrain-rule", **args).to_dict()
     loss = "q099_quantile_loss"
     assert again["new"][loss] == pytest.approx(again["current"][loss], rel=1e-6)
     assert not again["registered"] and "model_uri" not in again
@@ -243,11 +243,11 @@ def test_retraining_registers_only_a_forecaster_with_a_lower_quantile_loss(mlflo
         metrics={},
         train_series=load[:86_400] / 10.0,
     )
-    fresh = retrain(str(trace), registered_name="ipa-retrain-stale", **args)
+    fresh = train_and_register(str(trace), registered_name="ipa-retrain-stale", **args).to_dict()
     assert fresh["registered"] and fresh["new"][loss] < 0.5 * fresh["current"][loss]
     assert fresh["model_uri"] == "models:/ipa-retrain-stale/2"
 
     with pytest.raises(MlflowUnreachable):
-        retrain(
+        train_and_register(
             str(trace), registered_name="x", **{**args, "tracking_uri": f"http://127.0.0.1:{free_port()}"}
         )

@@ -102,7 +102,7 @@ def test_retraining_on_recent_load_registers_a_forecaster_of_it(prometheus_histo
         test_days="1",
         model="lstm-quantile",
         registered_name="ipa-recent-load",
-    )
+    ).to_dict()
     assert out["registered"] and out["load"]["start"] == start and out["load"]["covered"] > 0.99
     fitted = load_forecaster(out["model_uri"], tracking_uri=mlflow_server)
     # it learned this load (20-24 req/s and a few more every 7th second), not the damped shipped trace

@@ -176,7 +176,7 @@ def test_a_window_in_the_training_days_is_simulated_with_a_note_that_the_forecas
     ],
 )
 def test_bad_numbers_and_uris_are_refused_by_argparse_naming_the_flag(argv, says, capsys, monkeypatch):
-    monkeypatch.setattr("ipa_airflow.cli.load_pipeline", pytest.fail)  # nothing may start
+    monkeypatch.setattr("ipa_airflow.cli.planning.load_pipeline", pytest.fail)  # nothing may start
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
@@ -243,7 +243,7 @@ def _raising(exc):
 
 def test_an_unexpected_exception_is_an_internal_error_exit_3_without_a_traceback(monkeypatch, capsys):
     monkeypatch.delenv("IPA_DEBUG", raising=False)
-    monkeypatch.setattr("ipa_airflow.cli.cmd_validate", _raising(TypeError("unsupported operand")))
+    monkeypatch.setattr("ipa_airflow.cli.planning.cmd_validate", _raising(TypeError("unsupported operand")))
     assert main(["validate", "x.yaml"]) == 3
     err = capsys.readouterr().err
     assert "error: internal error: TypeError: unsupported operand" in err and "IPA_DEBUG=1" in err
@@ -252,19 +252,98 @@ def test_an_unexpected_exception_is_an_internal_error_exit_3_without_a_traceback
 
 def test_ipa_debug_shows_the_traceback_of_an_internal_error(monkeypatch):
     monkeypatch.setenv("IPA_DEBUG", "1")
-    monkeypatch.setattr("ipa_airflow.cli.cmd_validate", _raising(TypeError("unsupported operand")))
+    monkeypatch.setattr("ipa_airflow.cli.planning.cmd_validate", _raising(TypeError("unsupported operand")))
     with pytest.raises(TypeError, match="unsupported operand"):
         main(["validate", "x.yaml"])
 
 
 def test_a_user_error_exits_2_and_an_interrupt_130(monkeypatch, capsys):
     monkeypatch.setattr(
-        "ipa_airflow.cli.cmd_validate", _raising(FileNotFoundError(2, "No such file", "a.yaml"))
+        "ipa_airflow.cli.planning.cmd_validate", _raising(FileNotFoundError(2, "No such file", "a.yaml"))
     )
     assert main(["validate", "x.yaml"]) == 2
     assert capsys.readouterr().err == "error: a.yaml: No such file\n"
-    monkeypatch.setattr("ipa_airflow.cli.cmd_validate", _raising(KeyboardInterrupt()))
+    monkeypatch.setattr("ipa_airflow.cli.planning.cmd_validate", _raising(KeyboardInterrupt()))
     assert main(["validate", "x.yaml"]) == 130
     assert capsys.readouterr().err == "interrupted\n"
-    monkeypatch.setattr("ipa_airflow.cli.cmd_validate", _raising(RecursionError("deep")))
+    monkeypatch.setattr("ipa_airflow.cli.planning.cmd_validate", _raising(RecursionError("deep")))
     assert main(["validate", "x.yaml"]) == 3  # a RuntimeError, but a bug
+
+
+# ---- one train-and-register rule for `ipa forecast train` and the weekly DAG ----------------------------
+def test_forecast_train_registers_only_a_forecaster_better_than_the_registered_one(
+    tmp_path, capsys, monkeypatch
+):
+    import numpy as np
+
+    from ipa_airflow.forecasting import retrain
+    from ipa_airflow.forecasting.catalog import forecaster
+    from ipa_airflow.registry.mlflow_profiles import RegistryError
+
+    trace = tmp_path / "t.txt"
+    load = np.random.default_rng(0).poisson(40 + 20 * np.sin(2 * np.pi * np.arange(2 * 86_400) / 86_400))
+    trace.write_text("\n".join(str(int(v)) for v in load))
+    registry: dict = {}  # version -> fitted forecaster: an MLflow stand-in
+
+    def load_latest(uri, *, tracking_uri):
+        if not registry:
+            raise RegistryError(f"MLflow has no {uri}")
+        return registry[max(registry)]
+
+    def log(fitted, **kwargs):
+        registry[len(registry) + 1] = fitted
+        return f"run{len(registry)}", str(len(registry))
+
+    monkeypatch.setattr(retrain, "check_reachable", lambda uri: None)
+    monkeypatch.setattr(retrain, "forecaster", lambda name: forecaster("level"))  # quick, in place of an LSTM
+    monkeypatch.setattr(retrain, "load_forecaster", load_latest)
+    monkeypatch.setattr(retrain, "log_forecaster", log)
+    argv = ["forecast", "train", "--trace", str(trace), "--damping", "1", "--train-days", "0"]
+    argv += ["--test-days", "1", "--model", "lstm", "--tracking-uri", "http://mlflow.test"]
+
+    assert main([*argv, "--json"]) == 0  # none registered yet: registered
+    first = json.loads(capsys.readouterr().out)
+    assert first["registered"] and first["model_uri"] == "models:/ipa-load-forecaster/1"
+    assert {"point_mape", "q095_under_prediction_rate", "q099_quantile_loss"} <= set(first["metrics"])
+    assert "current_metrics" not in first
+
+    assert main([*argv, "--json"]) == 0  # the same forecaster again: no better, so no new version
+    again = json.loads(capsys.readouterr().out)
+    assert not again["registered"] and again["model_uri"] is None and len(registry) == 1
+    assert again["current_metrics"]["q099_quantile_loss"] == again["metrics"]["q099_quantile_loss"]
+    assert main(argv) == 0
+    assert "not registered: the new lstm forecaster's quantile loss at q0.99" in capsys.readouterr().out
+
+
+# ---- the end-to-end demo lives in the Airflow layer --------------------------------------------------
+def test_demo_end_to_end_without_airflow_says_what_to_install_before_any_step(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "airflow" else find_spec(name, *a)
+    )
+    assert main(["demo", "--end-to-end", "--home", str(tmp_path / "home")]) == 2
+    assert "runs the DAGs through Airflow and needs airflow" in capsys.readouterr().err
+    assert not (tmp_path / "home").exists()
+
+
+def test_the_engine_never_imports_airflow_or_the_airflow_layer():
+    """The import graph points one way: the Airflow layer (ipa_airflow_provider) imports the engine,
+    never the reverse. `ipa demo --end-to-end` reaches the layer's demo by name, at run time only."""
+    import ast
+    from pathlib import Path
+
+    import ipa_airflow
+
+    found = []
+    for path in Path(ipa_airflow.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path}: {n}" for n in names if n.split(".")[0] in ("airflow", "ipa_airflow_provider")]
+    assert not found

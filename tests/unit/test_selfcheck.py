@@ -71,7 +71,7 @@ def test_an_internal_error_in_a_command_is_a_traceback(monkeypatch):
     def crash(args):
         raise TypeError("'NoneType' object has no attribute 'data'")
 
-    monkeypatch.setattr(cli, "cmd_validate", crash)
+    monkeypatch.setattr(cli.planning, "cmd_validate", crash)
     row = run_one(case(argv=["validate", GOOD_SPEC], match="error"))  # 'error:' is printed, yet a bug
     assert row.outcome == "traceback" and "exit 3" in row.message and "TypeError" in row.message
 
@@ -145,7 +145,7 @@ def test_each_case_runs_in_its_own_folder_with_its_files_and_an_isolated_environ
         argv_like=["{repo}"],
     )
     assert run_one(c, runners={"look": look}).outcome == "ok"
-    repo = str(Path(cli.__file__).resolve().parent.parent)
+    repo = str(Path(cli.__file__).resolve().parents[2])
     assert Path(seen["cwd"]).resolve() == Path(seen["workdir"]).resolve()
     assert seen["home"].startswith(str(seen["workdir"])) and seen["mlflow"] is None
     assert seen["extra"] == "1" and seen["files"] == ["a", "empty", "t.gz"]

@@ -261,11 +261,11 @@ def test_quantile_loss_weighs_a_miss_by_q_and_a_margin_by_one_minus_q_relative_t
 def test_retraining_refuses_a_forecaster_mlflow_cannot_keep_before_any_work(tmp_path):
     from ipa_airflow.forecasting.catalog import FORECASTERS
     from ipa_airflow.forecasting.mlflow_store import REGISTRABLE
-    from ipa_airflow.forecasting.retrain import retrain
+    from ipa_airflow.forecasting.retrain import train_and_register
 
     assert set(REGISTRABLE) <= set(FORECASTERS)
     with pytest.raises(ValueError, match="cannot register a 'max' forecaster in MLflow; choose one of lstm"):
-        retrain(
+        train_and_register(
             str(tmp_path / "not-read.txt"),
             tracking_uri="http://unused",
             train_days="0",

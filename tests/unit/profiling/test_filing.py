@@ -125,7 +125,7 @@ def test_profiles_push_on_the_command_line(tmp_path, monkeypatch, capsys):
     assert json.loads(capsys.readouterr().out)["filed"] == []
     keep(profile(), home=tmp_path)
     registry = Registry()
-    monkeypatch.setattr("ipa_airflow.cli._registry", lambda uri: registry)
+    monkeypatch.setattr("ipa_airflow.registry.registry_for", lambda uri: registry)
     assert main(["profiles", "push"]) == 0
     assert "filed tiny/ci-cpu/fp32/cpu=1 from" in capsys.readouterr().out and pending(tmp_path) == []
     registry.down = True
@@ -167,7 +167,7 @@ def test_only_unreadable_pending_files_still_ask_mlflow_before_measuring(tmp_pat
 def test_ipa_profile_with_mlflow_down_stops_before_torch_loads(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("IPA_HOME", str(tmp_path))
     keep(profile(), home=tmp_path)
-    monkeypatch.setattr("ipa_airflow.cli._registry", lambda uri: Registry(down=True))
+    monkeypatch.setattr("ipa_airflow.registry.registry_for", lambda uri: Registry(down=True))
 
     def no_torch(device):
         raise AssertionError("torch was loaded although MLflow is down")

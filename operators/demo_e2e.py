@@ -1,5 +1,7 @@
-"""The end-to-end demo on embedded defaults: profile into a local MLflow, run the adaptation DAG through
-Airflow against the simulated cluster, register a new model version and profile it, compare policies.
+"""The end-to-end demo on embedded defaults (`ipa demo --end-to-end`, `make demo`): profile into a local
+MLflow, run the adaptation DAG through Airflow against the simulated cluster, register a new model
+version and profile it, compare policies. It runs DAGs, so it lives in the Airflow layer; the `ipa`
+command imports it only for --end-to-end.
 
 Everything lives under IPA_HOME (default .ipa/): the MLflow store, Airflow's SQLite database, the simulated
 cluster and the report. No service is left running. Airflow is imported only after its home is set.
@@ -36,11 +38,11 @@ def _register(version_model, console) -> str:
     import mlflow
     import numpy as np
 
-    from .profiling.zoo import build
+    from ipa_airflow.profiling.zoo import build
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     mlflow.set_registry_uri(os.environ["MLFLOW_TRACKING_URI"])
-    from .settings import load_settings
+    from ipa_airflow.settings import load_settings
 
     exp = "ipa-demo-models"
     client = mlflow.MlflowClient()
@@ -66,10 +68,10 @@ def run(home: Path, console) -> dict:
     # Airflow's in-process test client imports a deprecated httpx path; not ours to fix, and noise here.
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
     console.rule("1. profile zoo variants on CPU into MLflow")
-    from .profiling.sweep import SweepRequest, profile_registered
-    from .profiling.timing import TimingSettings
-    from .registry import registry_for
-    from .settings import load_settings
+    from ipa_airflow.profiling.sweep import SweepRequest, profile_registered
+    from ipa_airflow.profiling.timing import TimingSettings
+    from ipa_airflow.registry import registry_for
+    from ipa_airflow.settings import load_settings
 
     settings = load_settings()
     registry = registry_for(settings.mlflow.tracking_uri)
@@ -109,7 +111,8 @@ def run(home: Path, console) -> dict:
     new_version = _register("mobilenet_v3_large", console)
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import sync_bag_to_db
-    from ipa_airflow_provider.plugin import emit_model_version_event
+
+    from .plugin import emit_model_version_event
 
     DagBundlesManager().sync_bundles_to_db()
     sync_bag_to_db(bag, bundle_name="dags-folder", bundle_version=None)
@@ -119,9 +122,9 @@ def run(home: Path, console) -> dict:
     console.print(f"  profiling DAG: {pr.state}")
 
     console.rule("4. policies compared on the same window (simulated, 20 minutes)")
-    from .forecasting.sources import read_trace
-    from .settings import default_specs_dir, default_trace
-    from .simulation import evaluation as ev
+    from ipa_airflow.forecasting.sources import read_trace
+    from ipa_airflow.settings import default_specs_dir, default_trace
+    from ipa_airflow.simulation import evaluation as ev
 
     trace = read_trace(default_trace(), damping=8)
     fitted = ev.fit_forecaster(trace, model="exp-smoothing")
@@ -135,4 +138,6 @@ def run(home: Path, console) -> dict:
         "decisions": decisions,
         "wall_s": time.perf_counter() - t0,
         "profiling_state": str(pr.state),
+        # Every DAG run succeeded: the demo's exit status.
+        "ok": str(pr.state).endswith("success") and all(s.endswith("success") for _, s in decisions),
     }

@@ -1,0 +1,164 @@
+"""`ipa validate`, `ipa plan`, `ipa manifests` and `ipa reconcile`: a spec, its plan, the Deployments
+the plan renders to, and the plan applied to a cluster."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .. import argtypes as at
+from ..optimizer import POLICIES, SOLVERS, plan
+from ..pipelines import check_pipeline, load_pipeline
+from ..spec import SpecError
+from . import render
+
+
+# ---- validate ---------------------------------------------------------------------------------------
+def add_validate(sub) -> None:
+    p = sub.add_parser("validate", help="check pipeline specs (schema and profiles)")
+    p.add_argument("specs", nargs="+")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+
+def cmd_validate(args) -> int:
+    failed = 0
+    results = []
+    for path in args.specs:
+        try:
+            check_pipeline(path)
+            results.append({"spec": str(path), "ok": True, "errors": []})
+            if not args.json:
+                print(f"{path}: ok")
+        except SpecError as exc:
+            failed += 1
+            errors = [{"path": p, "message": m} for p, m in exc.problems]
+            results.append({"spec": str(path), "ok": False, "errors": errors})
+            if not args.json:
+                print(exc, file=sys.stderr)
+    if args.json:
+        render.print_json(results if len(results) > 1 else results[0])
+    return 1 if failed else 0
+
+
+# ---- plan -------------------------------------------------------------------------------------------
+def add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="solve the program for one load")
+    p.add_argument("spec")
+    p.add_argument("--load", type=at.load_rps, required=True, help="predicted load, requests per second")
+    p.add_argument("--policy", choices=list(POLICIES), default="ipa")
+    p.add_argument("--solver", choices=list(SOLVERS), default="auto")
+    p.add_argument("--out", type=at.out_file, help="also write the plan as JSON to this file")
+    p.add_argument(
+        "--tracking-uri", type=at.tracking_uri, help="read profiles the spec's files lack from this MLflow"
+    )
+    p.add_argument("--runtime", help="refuse MLflow profiles measured on another runtime, e.g. torch==2.14.1")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plan)
+
+
+def cmd_plan(args) -> int:
+    registry = None
+    if args.tracking_uri:
+        from ..registry import registry_for
+
+        registry = registry_for(args.tracking_uri)
+    pipeline = load_pipeline(args.spec, registry=registry, runtime=args.runtime)
+    result = plan(pipeline.spec, pipeline.profiles, args.load, policy=args.policy, solver=args.solver)
+    if args.out:
+        Path(args.out).write_text(result.to_json())
+    if args.json:
+        render.print_json(result.to_dict())
+    else:
+        render.plan(result)
+    return 0
+
+
+# ---- manifests --------------------------------------------------------------------------------------
+def add_manifests(sub) -> None:
+    p = sub.add_parser("manifests", help="render the Deployments of a plan as YAML, without a cluster")
+    p.add_argument("spec")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--plan", help="a plan written by `ipa plan --out`")
+    which.add_argument("--load", type=at.load_rps, help="plan for this load (req/s) first")
+    p.add_argument("--policy", default="ipa", choices=list(POLICIES))
+    p.add_argument("--out", type=at.out_file, help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_manifests)
+
+
+def cmd_manifests(args) -> int:
+    """The Deployments a plan renders to, as YAML for kubectl or a GitOps repository."""
+    from ..cluster.desired import desired_state
+    from ..plans import load_plan
+
+    pipeline = load_pipeline(args.spec)
+    if args.plan:
+        the_plan = load_plan(args.plan)
+    else:
+        the_plan = plan(pipeline.spec, pipeline.profiles, args.load, policy=args.policy)
+    docs = desired_state(the_plan, pipeline.spec, base=Path(args.spec).parent)
+    source = f"plan {args.plan}" if args.plan else f"{args.policy} at {args.load:g} req/s"
+    text, warning = render.manifests(docs, spec=args.spec, source=source, the_plan=the_plan)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"{len(docs)} Deployments written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+# ---- reconcile --------------------------------------------------------------------------------------
+def add_reconcile(sub) -> None:
+    p = sub.add_parser("reconcile", help="apply a plan to the cluster (or preview it with --dry-run)")
+    p.add_argument("spec")
+    p.add_argument("--plan", required=True, help="a plan written by `ipa plan --out`")
+    p.add_argument("--dry-run", action="store_true", help="diff and server-side validate, write nothing")
+    p.add_argument("--backend", choices=["simulated", "kubernetes"], default="simulated")
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config or in-cluster)")
+    p.add_argument("--state-file", help="simulated backend: where its cluster state lives")
+    p.add_argument(
+        "--lock-wait",
+        type=at.wait_s,
+        default=30.0,
+        metavar="S",
+        help="wait up to S seconds for another reconcile of the same pipeline to finish (default 30)",
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reconcile)
+
+
+def cluster_backend(kind: str, *, kubeconfig: str | None = None, state_file: str | None = None):
+    """The backend --backend names, from the command line's own settings (a kubeconfig, a state file)."""
+    if kind == "kubernetes":
+        from ..cluster.kubernetes_backend import KubernetesBackend
+
+        return KubernetesBackend.from_config(kubeconfig=kubeconfig)
+    from ..cluster.simulated import simulated_cluster
+
+    return simulated_cluster(state_file)
+
+
+def cmd_reconcile(args) -> int:
+    from ..cluster.reconcile import reconcile
+    from ..plans import load_plan
+
+    pipeline = load_pipeline(args.spec)
+    the_plan = load_plan(args.plan, pipeline.spec)
+    backend = cluster_backend(args.backend, kubeconfig=args.kubeconfig, state_file=args.state_file)
+    result = reconcile(
+        the_plan,
+        pipeline.spec,
+        backend,
+        dry_run=args.dry_run,
+        base=Path(args.spec).parent,
+        lock_wait_s=args.lock_wait,
+    )
+    if args.json:
+        render.print_json(result.to_dict())
+    else:
+        render.reconcile(result)
+    if not result.ok:
+        print(f"error: {result.summary()}", file=sys.stderr)
+    return 0 if result.ok else 1

@@ -1,0 +1,141 @@
+"""`ipa simulate`: a trace replayed through a pipeline under adaptation policies, the paper's load
+patterns, or the whole evaluation matrix with its report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .. import argtypes as at
+from ..optimizer import POLICIES
+from ..settings import REPO
+from ..spec import PLAN_QUANTILES
+from . import render
+
+
+def add_simulate(sub) -> None:
+    from ..forecasting.catalog import FORECASTERS
+
+    p = sub.add_parser(
+        "simulate",
+        help="replay a trace through a pipeline under adaptation policies",
+        description="ipa simulate SPEC --pattern NAME | ipa simulate patterns | ipa simulate evaluate",
+    )
+    p.add_argument("target", help="a pipeline spec, or 'patterns', or 'evaluate'")
+    p.add_argument("--trace", help="per-second counts (default: the shipped Twitter trace)")
+    p.add_argument("--damping", type=at.damping, default=8.0)
+    p.add_argument("--pattern", choices=["bursty", "steady-low", "steady-high", "fluctuating"])
+    p.add_argument("--start", type=at.second, help="first second of the window")
+    p.add_argument("--duration", type=at.window_s, default=1200, help="seconds of the window")
+    sim_policies = ",".join([*POLICIES, "hpa"])
+    p.add_argument("--policy", default="ipa", help=f"{sim_policies} (comma-separated)")
+    p.add_argument("--policies", default=sim_policies, help="evaluate: the policies")
+    p.add_argument("--forecaster", choices=list(FORECASTERS), default="lstm-quantile")
+    p.add_argument(
+        "--quantile",
+        type=float,
+        choices=PLAN_QUANTILES,
+        help="provision for this forecast quantile instead of each spec's",
+    )
+    p.add_argument(
+        "--interval",
+        type=at.interval_s,
+        help="decide every this many seconds instead of each spec's adaptation.interval_s",
+    )
+    p.add_argument(
+        "--latency-headroom",
+        type=at.headroom,
+        help="keep this share of the SLA free when planning (e.g. 0.2) instead of each spec's "
+        "limits.latency_headroom",
+    )
+    p.add_argument(
+        "--random-windows",
+        type=at.random_windows,
+        default=0,
+        help="evaluate: also summarise every policy over N random windows of the test days",
+    )
+    p.add_argument(
+        "--pipelines",
+        default=str(REPO / "profiles" / "pipelines"),
+        help="evaluate: a folder of specs, or spec files separated by commas",
+    )
+    p.add_argument("--out", default="reports/simulation", help="evaluate: report folder")
+    p.add_argument("--seed", type=at.seed, default=0)
+    p.add_argument("--plot", type=at.out_file, help="write a PNG of load, accuracy, cost and p99 over time")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+
+def _spec_overrides(args) -> dict:
+    out = {"quantile": args.quantile, "interval_s": args.interval, "latency_headroom": args.latency_headroom}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def cmd_simulate(args) -> int:
+    from ..forecasting.sources import read_trace
+    from ..settings import default_trace
+    from ..simulation import cases
+    from ..simulation import evaluation as ev
+
+    trace = read_trace(args.trace or default_trace(), damping=args.damping)
+    if args.target == "patterns":
+        found = ev.test_patterns(trace)
+        if args.json:
+            render.print_json({k: v.to_dict() for k, v in found.items()})
+        else:
+            for p in found.values():
+                print(
+                    f"{p.name:12s} pieces {list(p.pieces)}  mean {p.mean_rps:.1f}  10-s min {p.min_rps:.1f}  "
+                    f"max {p.max_rps:.1f} req/s"
+                )
+        return 0
+    say = (lambda m: print(m, file=sys.stderr)) if not args.json else None
+    if args.target == "evaluate":
+        specs = cases.spec_paths(args.pipelines)
+        if Path(args.out).exists() and not Path(args.out).is_dir():
+            raise ValueError(f"--out {args.out} is a file; the report needs a folder")
+        report = ev.evaluate(
+            specs,
+            trace,
+            Path(args.out),
+            seed=args.seed,
+            model=args.forecaster,
+            progress=say,
+            policies=args.policies.split(","),
+            overrides=_spec_overrides(args),
+            random_windows=args.random_windows,
+        )
+        if args.json:
+            render.print_json(report)
+        else:
+            print((Path(args.out) / "evaluation.md").read_text())
+            print(f"report, JSON and plots in {args.out}")
+        return 0
+    window = cases.window(
+        trace,
+        pattern=args.pattern,
+        start=args.start,
+        duration=args.duration,
+        path=args.trace or default_trace(),
+    )
+    if say and window.note:
+        say(window.note)
+    results = cases.replay(
+        args.target,
+        trace,
+        window.pieces,
+        args.policy.split(","),
+        forecaster=args.forecaster,
+        seed=args.seed,
+        overrides=_spec_overrides(args),
+        say=say,
+    )
+    where = args.pattern or window.pieces
+    if args.plot:
+        ev.plot_case(results, f"{Path(args.target).stem}: {where}", Path(args.plot))
+    summaries = [r.summary() for r in results.values()]
+    if args.json:
+        render.print_json(summaries if len(summaries) > 1 else summaries[0])
+    else:
+        render.simulation(summaries, title=f"{Path(args.target).stem}, {where}")
+    return 0
