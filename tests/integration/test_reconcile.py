@@ -13,23 +13,12 @@ from ipa_airflow.cluster.desired import ANN_VARIANT, TemplateError, deployment_n
 from ipa_airflow.cluster.kubernetes_backend import KubernetesBackend
 from ipa_airflow.cluster.reconcile import GuardrailError, reconcile
 from ipa_airflow.cluster.simulated import SimulatedBackend
-from ipa_airflow.optimizer import plan as make_plan
 from ipa_airflow.pipelines import load_pipeline
 from ipa_airflow.spec import PipelineSpec
 from tests.conftest import PIPELINES
 from tests.integration.conftest import free_port
 from tests.k8s_apiserver import FakeApiServer
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += s
+from tests.reconcile_plans import FakeClock, switch_plans
 
 
 class Cluster:
@@ -82,26 +71,12 @@ def video():
     return load_pipeline(PIPELINES / "video-gpu.yaml")
 
 
-def _plans(video):
-    base = make_plan(video.spec, video.profiles, 1000)
-    detect, classify = base.stages
-    before = replace(base, stages=(detect, replace(classify, replicas=3)))
-    after = replace(
-        base,
-        stages=(
-            replace(detect, variant="retinanet-r50", replicas=detect.replicas + 1),
-            replace(classify, replicas=2),
-        ),
-    )
-    return before, after
-
-
 def _go(plan, spec, cluster, clock, **kw):
     return reconcile(plan, spec, cluster.backend, clock=clock, sleep=clock.sleep, poll_s=1.0, **kw)
 
 
 def test_empty_namespace_gets_every_deployment_then_nothing_changes(video, cluster, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     result = _go(before, video.spec, cluster, clock)
     assert result.ok and [o.action for o in result.outcomes] == ["create", "create"]
     objs = cluster.objects()
@@ -125,7 +100,7 @@ def test_empty_namespace_gets_every_deployment_then_nothing_changes(video, clust
 
 
 def test_variant_switch_goes_before_scale_down(video, cluster, clock):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     _go(before, video.spec, cluster, clock)
     start = len(cluster.applied_names())
     result = _go(after, video.spec, cluster, clock)
@@ -140,7 +115,7 @@ def test_variant_switch_goes_before_scale_down(video, cluster, clock):
 
 
 def test_a_rollout_past_its_deadline_is_rolled_back(video, cluster, clock):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     _go(before, video.spec, cluster, clock)
     cluster.hold("video-gpu-detect")
     spec = PipelineSpec.from_dict({**video.spec.to_dict(), "deployment": {"rollout_deadline_s": 30}})
@@ -158,7 +133,7 @@ def test_a_rollout_past_its_deadline_is_rolled_back(video, cluster, clock):
 
 
 def test_dry_run_writes_nothing(video, cluster, clock):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     _go(before, video.spec, cluster, clock)
     snapshot = cluster.objects()
     result = _go(after, video.spec, cluster, clock, dry_run=True)
@@ -168,7 +143,7 @@ def test_dry_run_writes_nothing(video, cluster, clock):
 
 
 def test_invalid_template_fails_before_anything_is_applied(video, cluster, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     bad = {
         "spec": {
             "template": {"spec": {"containers": [{"name": "m", "ports": [{"containerPort": "eighty"}]}]}}
@@ -181,7 +156,7 @@ def test_invalid_template_fails_before_anything_is_applied(video, cluster, clock
 
 
 def test_guardrails_refuse_a_plan_over_the_limits(video, cluster, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     too_big = replace(before, stages=(replace(before.stages[0], replicas=999), before.stages[1]))
     with pytest.raises(GuardrailError, match="over limits.max_replicas"):
         _go(too_big, video.spec, cluster, clock)
@@ -200,7 +175,7 @@ def k8s(clock):
 
 
 def test_transient_500_and_optimistic_409_are_retried(video, k8s, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     k8s.server.fail_next("PATCH", 500, times=2)
     k8s.server.fail_next("PATCH", 409)  # 'the object has been modified': no field conflict, retry
     result = _go(before, video.spec, k8s, clock)
@@ -208,7 +183,7 @@ def test_transient_500_and_optimistic_409_are_retried(video, k8s, clock):
 
 
 def test_persistent_500_fails_and_applies_nothing_further(video, k8s, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     k8s.server.fail_next("PATCH", 503, times=20)
     result = _go(before, video.spec, k8s, clock)
     assert not result.ok
@@ -219,7 +194,7 @@ def test_persistent_500_fails_and_applies_nothing_further(video, k8s, clock):
 def test_a_field_owned_by_another_manager_is_reported_not_forced(video, k8s, clock):
     from kubernetes import client
 
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     _go(before, video.spec, k8s, clock)
     # An HPA-like controller takes over the replicas of the classifier.
     apps = client.AppsV1Api(k8s.backend._api_client)
@@ -236,7 +211,7 @@ def test_a_field_owned_by_another_manager_is_reported_not_forced(video, k8s, clo
 
 
 def test_the_server_validates_dry_runs_and_uses_server_side_apply(video, k8s, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     _go(before, video.spec, k8s, clock, dry_run=True)
     patches = [(p, ct) for m, p, ct in k8s.server.requests if m == "PATCH"]
     assert patches and all(ct == "application/apply-patch+yaml" for _, ct in patches)
@@ -249,7 +224,7 @@ def test_api_down_is_a_clear_error(video, clock):
     cfg = client.Configuration()
     cfg.host = f"http://127.0.0.1:{free_port()}"
     backend = KubernetesBackend(client.ApiClient(cfg), attempts=2, sleep=clock.sleep)
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     with pytest.raises(ClusterError, match="cannot reach the Kubernetes API"):
         reconcile(before, video.spec, backend, clock=clock, sleep=clock.sleep)
 
@@ -292,7 +267,7 @@ def test_the_adaptation_step_reads_what_runs_and_keeps_it_while_it_carries(video
 def test_a_replica_change_keeps_the_running_batch_time_so_no_pod_restarts(video, cluster, clock):
     """The planner's batch time follows the planned load; written into the pod template it would make every
     scale-up a rolling restart. The running one is kept: it met the SLA with the same variant and batch."""
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     detect, classify = before.stages
     assert _go(before, video.spec, cluster, clock).ok
     clock.sleep(10)

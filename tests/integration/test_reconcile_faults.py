@@ -22,19 +22,9 @@ from ipa_airflow.optimizer import plan as make_plan
 from ipa_airflow.pipelines import load_pipeline
 from tests.conftest import PIPELINES
 from tests.k8s_apiserver import DIE, DROP, HANG, FakeApiServer
+from tests.reconcile_plans import FakeClock, switch_plans
 
 NS = "default"
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += s
 
 
 @pytest.fixture(scope="module")
@@ -61,22 +51,6 @@ def _backend(server, clock, **kw) -> KubernetesBackend:
     cfg.host = server.url
     kw.setdefault("request_timeout_s", (2.0, 0.5))
     return KubernetesBackend(client.ApiClient(cfg), sleep=clock.sleep, backoff_s=0.1, wall=clock, **kw)
-
-
-def _plans(video):
-    """before: what runs; after: detect switches variant and adds a replica (applied first, waited for),
-    classify scales down (applied last)."""
-    base = make_plan(video.spec, video.profiles, 1000)
-    detect, classify = base.stages
-    before = replace(base, stages=(detect, replace(classify, replicas=3)))
-    after = replace(
-        base,
-        stages=(
-            replace(detect, variant="retinanet-r50", replicas=detect.replicas + 1),
-            replace(classify, replicas=2),
-        ),
-    )
-    return before, after
 
 
 def _go(plan, video, backend, clock, **kw):
@@ -142,7 +116,7 @@ def _assert_rolled_back(result, server, video, before, after, cause: str):
 # ---- an error status from the API at each write -----------------------------------------------------------
 @pytest.mark.parametrize("code", [429, 403, 409, 422, 500, 503])
 def test_an_error_on_the_second_write_rolls_back_the_first(video, server, clock, code):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _started(server, video, before, clock)
     body = {"kind": "Status", "code": code, "message": f"injected {code}", "reason": "Injected"}
     # Persistent: every retry of classify's write fails (409 without field causes is retried as optimistic);
@@ -165,7 +139,7 @@ def test_an_error_on_the_second_write_rolls_back_the_first(video, server, clock,
 def test_a_write_that_landed_but_whose_answer_was_lost_is_restored(video, server, clock):
     """The first try of classify's write is stored, its answer dropped; the retries get 503: the stage may be
     on the new plan, so it is restored and never reported as untouched."""
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _started(server, video, before, clock)
     state = {"n": 0}
 
@@ -187,7 +161,7 @@ def test_a_write_that_landed_but_whose_answer_was_lost_is_restored(video, server
 
 
 def test_a_refusal_at_the_dry_run_writes_nothing(video, server, clock):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _started(server, video, before, clock)
     writes = len(_deployment_writes(server))
     server.hooks.append(
@@ -201,7 +175,7 @@ def test_a_refusal_at_the_dry_run_writes_nothing(video, server, clock):
 
 @pytest.mark.parametrize("code", [403, 422, 500])
 def test_an_error_on_the_first_write_changes_nothing(video, server, clock, code):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _started(server, video, before, clock)
     _write_hook(server, 1, (code, {"kind": "Status", "code": code, "message": f"injected {code}"}))
     server.hooks.append(
@@ -216,7 +190,7 @@ def test_an_error_on_the_first_write_changes_nothing(video, server, clock, code)
 
 
 def test_a_missing_namespace_is_refused_before_anything_is_written(video, server, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     server.namespaces = {"somewhere-else"}
     # On a real API server the first write is the pipeline's Lease: refused there, naming the namespace.
     with pytest.raises(ClusterError, match='namespaces "default" not found.*namespace exists'):
@@ -227,7 +201,7 @@ def test_a_missing_namespace_is_refused_before_anything_is_written(video, server
 
 
 def test_a_forbidden_lease_says_what_to_check(video, server, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     server.hooks.append(lambda m, p, q: (403, {"message": "leases is forbidden"}) if "/leases" in p else None)
     with pytest.raises(ClusterError, match="403.*lack a permission in namespace default.*reconciler-rbac"):
         _go(before, video, _backend(server, clock), clock)
@@ -237,7 +211,7 @@ def test_a_forbidden_lease_says_what_to_check(video, server, clock):
 def test_a_field_conflict_is_found_by_the_preflight_and_nothing_is_written(video, server, clock):
     from kubernetes import client
 
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _started(server, video, before, clock)
     client.AppsV1Api(backend._api_client).patch_namespaced_deployment(
         "video-gpu-classify", NS, {"spec": {"replicas": 7}}, field_manager="hpa-controller"
@@ -251,7 +225,7 @@ def test_a_field_conflict_is_found_by_the_preflight_and_nothing_is_written(video
 
 # ---- no answer, a dropped connection, the server dying --------------------------------------------------
 def test_an_answer_that_never_comes_times_out_and_rolls_back(video, server, clock):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _started(server, video, before, clock)
     backend.attempts = 2
     seen = {"n": 0}
@@ -273,7 +247,7 @@ def test_an_answer_that_never_comes_times_out_and_rolls_back(video, server, cloc
 
 
 def test_dropped_connections_are_retried(video, server, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     _write_hook(server, 1, DROP)
     result = _go(before, video, _backend(server, clock), clock)
     assert result.ok and len(server.objects) == 2
@@ -292,7 +266,7 @@ def _converges(server, video, backend, clock, before, after, target):
 
 
 def test_the_api_dying_mid_rollout_is_reported_and_the_next_run_converges(video, server, clock):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _started(server, video, before, clock)
     backend.attempts = 2
     state = {"written": False}
@@ -319,7 +293,7 @@ def test_the_api_dying_mid_rollout_is_reported_and_the_next_run_converges(video,
 
 @pytest.mark.parametrize("target", ["old", "new"])
 def test_the_api_dying_mid_rollback_names_the_first_failure(video, server, clock, target):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _started(server, video, before, clock)
     backend.attempts = 2
     server.hooks.append(
@@ -348,7 +322,7 @@ def test_the_api_dying_mid_rollback_names_the_first_failure(video, server, clock
 
 
 def test_a_deployment_deleted_by_someone_else_mid_run_is_restored(video, server, clock):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _started(server, video, before, clock)
     state = {"written": False}
 
@@ -366,7 +340,7 @@ def test_a_deployment_deleted_by_someone_else_mid_run_is_restored(video, server,
 
 
 def test_a_stage_created_by_an_abandoned_run_is_deleted(video, server, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     backend = _backend(server, clock)
     server.hold.add("video-gpu-detect")
     spec = video.spec.model_copy(
@@ -380,7 +354,7 @@ def test_a_stage_created_by_an_abandoned_run_is_deleted(video, server, clock):
 
 # ---- one writer at a time ---------------------------------------------------------------------------------
 def test_a_second_writer_is_refused_naming_the_holder_and_the_first_completes(video, server, clock):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     first = _started(server, video, before, clock)
     inside, release = threading.Event(), threading.Event()
 
@@ -414,7 +388,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_the_first_completes(vi
 
 
 def test_a_lease_left_by_a_dead_writer_expires(video, server, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     server.leases[(NS, "ipa-video-gpu")] = {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -431,7 +405,7 @@ def test_a_lease_left_by_a_dead_writer_expires(video, server, clock):
 
 
 def test_a_live_lease_makes_the_second_writer_wait_then_give_up(video, server, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     import datetime as dt
 
     renewed = dt.datetime.fromtimestamp(clock(), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -467,7 +441,7 @@ def test_one_writer_per_pipeline_on_the_simulated_state_file(tmp_path, video, cl
     state = tmp_path / "cluster" / "simulated.json"  # a folder that does not exist yet
     a = SimulatedBackend(state_file=state, clock=clock, sleep=clock.sleep, startup_s=0)
     b = SimulatedBackend(state_file=state, clock=clock, sleep=clock.sleep, startup_s=0)
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     with a.writer_lock(NS, "video-gpu", holder="writer-A", wait_s=0):
         with pytest.raises(ClusterBusy, match="writer-A"):
             reconcile(before, video.spec, b, clock=clock, sleep=clock.sleep, lock_wait_s=3)
@@ -485,7 +459,7 @@ def test_a_broken_simulated_state_file_is_a_clear_error(tmp_path, content):
 
 
 def test_the_result_round_trips_through_its_dict(video, server, clock):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _started(server, video, before, clock)
     server.hooks.append(
         lambda m, p, q: (
@@ -502,7 +476,7 @@ def test_a_deployment_of_another_pipeline_with_the_same_name_is_never_taken_over
     """Pipeline 'a-b' stage 'c' and pipeline 'a' stage 'b-c' both render 'a-b-c': no spec alone sees it."""
     video = load_pipeline(PIPELINES / "video-gpu.yaml")
     backend = SimulatedBackend(clock=clock, startup_s=0)
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     assert _go(before, video, backend, clock).ok
     theirs = backend.objects[(NS, "video-gpu-detect")]
     theirs["metadata"]["labels"]["ipa.io/pipeline"] = "video"  # as pipeline 'video' stage 'gpu-detect' would
@@ -523,7 +497,7 @@ def _lease_spec(server) -> dict:
 
 
 def test_a_lease_lost_mid_run_stops_every_write_including_the_rollback(video, server, clock):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _backend(server, clock, lease_duration_s=6)
     assert _go(before, video, backend, clock).ok
     clock.sleep(10)
@@ -555,7 +529,7 @@ def test_a_lease_lost_mid_run_stops_every_write_including_the_rollback(video, se
 def test_a_renew_whose_answer_was_lost_is_not_taken_for_another_writer(video, server, clock):
     from tests.k8s_apiserver import STORE_THEN_DROP
 
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _backend(server, clock, lease_duration_s=6)  # renewed every 2 s of the 5-s rollout
     assert _go(before, video, backend, clock).ok
     clock.sleep(10)
@@ -574,7 +548,7 @@ def test_a_renew_whose_answer_was_lost_is_not_taken_for_another_writer(video, se
 
 
 def test_a_writer_whose_clock_runs_ahead_does_not_take_a_live_lease(video, server, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     import datetime as dt
 
     renewed = dt.datetime.fromtimestamp(clock(), dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -594,7 +568,7 @@ def test_a_writer_whose_clock_runs_ahead_does_not_take_a_live_lease(video, serve
 
 
 def test_the_summary_says_when_the_changed_stages_stay_on_the_new_plan(video, server, clock):
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     backend = _started(server, video, before, clock)
     more = replace(
         before, stages=(replace(before.stages[0], replicas=before.stages[0].replicas + 1), before.stages[1])
@@ -610,7 +584,7 @@ def test_the_summary_says_when_the_changed_stages_stay_on_the_new_plan(video, se
 
 
 def test_an_interrupt_mid_rollout_restores_what_was_written(video, server, clock):
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     backend = _started(server, video, before, clock)
 
     def interrupted(_s):

@@ -10,22 +10,10 @@ import pytest
 from ipa_airflow.cluster.desired import ANN_VARIANT, deployment_name
 from ipa_airflow.cluster.pods import PodCluster
 from ipa_airflow.cluster.reconcile import reconcile
-from ipa_airflow.optimizer import plan as solve
 from ipa_airflow.pipelines import load_pipeline
 from ipa_airflow.spec import PipelineSpec
 from tests.conftest import PIPELINES
-
-
-class Clock:
-    def __init__(self):
-        self.t = 0.0
-        self.on_sleep = []  # what the cluster looked like at each wait of the reconciler
-
-    def __call__(self):
-        return self.t
-
-    def sleep(self, s):
-        self.t += s
+from tests.reconcile_plans import FakeClock, switch_plans
 
 
 @pytest.fixture(scope="module")
@@ -44,28 +32,14 @@ def _cluster(clock, startup=None, events=None):
     return PodCluster(clock=clock, startup_s=startup_s, on_change=on_change)
 
 
-def _plans(video):
-    base = solve(video.spec, video.profiles, 1000)
-    detect, classify = base.stages
-    before = replace(base, stages=(detect, replace(classify, replicas=3)))
-    after = replace(
-        base,
-        stages=(
-            replace(detect, variant="retinanet-r50", replicas=detect.replicas + 1),
-            replace(classify, replicas=2),
-        ),
-    )
-    return before, after
-
-
 def _go(plan, spec, cluster, clock, **kw):
     return reconcile(plan, spec, cluster, clock=clock, sleep=clock.sleep, poll_s=1.0, **kw)
 
 
 def test_a_switch_starts_up_for_the_variants_time_and_scales_down_only_after(video):
-    clock, events = Clock(), []
+    clock, events = FakeClock(0.0), []
     cluster = _cluster(clock, {"retinanet-r50": 7.0}, events)
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     cluster.warm = True
     assert _go(before, video.spec, cluster, clock).ok and clock() == 0.0  # ready at once: nothing waited
     cluster.warm = False
@@ -85,9 +59,9 @@ def test_a_switch_starts_up_for_the_variants_time_and_scales_down_only_after(vid
 
 
 def test_a_rollout_past_its_deadline_rolls_back_onto_the_old_pods(video):
-    clock = Clock()
+    clock = FakeClock(0.0)
     cluster = _cluster(clock)
-    before, after = _plans(video)
+    before, after = switch_plans(video)
     cluster.warm = True
     _go(before, video.spec, cluster, clock)
     cluster.warm = False
@@ -104,9 +78,9 @@ def test_a_rollout_past_its_deadline_rolls_back_onto_the_old_pods(video):
 
 
 def test_scaling_down_removes_the_youngest_pods_first(video):
-    clock = Clock()
+    clock = FakeClock(0.0)
     cluster = _cluster(clock)
-    before, _ = _plans(video)
+    before, _ = switch_plans(video)
     cluster.warm = True
     _go(before, video.spec, cluster, clock)
     cluster.warm = False
