@@ -124,7 +124,7 @@ def run(home: Path, console) -> dict:
     console.rule("4. policies compared on the same window (simulated, 20 minutes)")
     from ipa_airflow.forecasting.sources import read_trace
     from ipa_airflow.settings import default_specs_dir, default_trace
-    from ipa_airflow.simulation import evaluation as ev
+    from ipa_airflow.simulation import experiments as ev
 
     trace = read_trace(default_trace(), damping=8)
     fitted = ev.fit_forecaster(trace, model="exp-smoothing")

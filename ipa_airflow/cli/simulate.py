@@ -75,7 +75,7 @@ def cmd_simulate(args) -> int:
     from ..forecasting.sources import read_trace
     from ..settings import default_trace
     from ..simulation import cases
-    from ..simulation import evaluation as ev
+    from ..simulation import experiments as ev
 
     trace = read_trace(args.trace or default_trace(), damping=args.damping)
     if args.target == "patterns":

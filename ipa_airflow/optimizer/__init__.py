@@ -14,8 +14,8 @@ from dataclasses import replace
 from ..plans import Plan, StagePlan
 from ..profiles import ProfileSet
 from ..spec import PipelineSpec
-from .evaluation import evaluate
 from .model_data import ModelData, Option, StageData
+from .objective import score_choice
 from .policies import POLICIES, Policy, policy_for
 
 SOLVERS = ("auto", "milp", "chain", "brute")
@@ -86,7 +86,7 @@ def score_config(
                 f"at batch {batch}"
             )
         choice.append(replace(match[0], replicas=int(replicas)))
-    ev = evaluate(data, choice)
+    ev = score_choice(data, choice)
     return _make_plan(data, tuple(choice), ev, ev.feasible, ev.violations, "given", "given", 0.0, "")
 
 
@@ -120,7 +120,7 @@ def plan_from_data(data: ModelData, *, solver: str = "auto") -> Plan:
     elapsed = time.perf_counter() - t0
     if choice is None:
         return _infeasible_plan(data, solver_name, status, elapsed)
-    ev = evaluate(data, choice)
+    ev = score_choice(data, choice)
     if not ev.feasible:
         raise AssertionError(f"solver {solver_name} returned a plan that breaks {ev.violations}")
     binding = ("latency_sla",) if ev.latency_s >= _BINDING_SHARE * data.latency_budget_s else ()
@@ -230,7 +230,7 @@ def _diagnose(data: ModelData, choice: Sequence[Option]) -> tuple[list[str], str
 def _infeasible_plan(data: ModelData, solver: str, status: str, elapsed: float) -> Plan:
     choice = tuple(_best_effort(data, st) for st in data.stages)
     binding, reason = _diagnose(data, choice)
-    ev = evaluate(data, choice)
+    ev = score_choice(data, choice)
     message = (
         f"infeasible at {data.load_rps:.1f} req/s: {reason}. "
         "Returned the best-effort plan of highest capacity."

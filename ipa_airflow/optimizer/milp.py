@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 import pulp
 
-from .evaluation import evaluate
 from .model_data import ModelData, Option
+from .objective import score_choice
 
 # Options whose latency alone cannot fit the SLA are left out of the model (they could never be chosen).
 _EPS = 1e-9
@@ -219,7 +219,7 @@ def solve(data: ModelData, *, time_limit_s: float | None = 30.0, lp_file: str | 
             picked.append(_with_replicas(o, replicas))
         choice = tuple(picked)
         # The solver's own objective carries its feasibility tolerances; score the choice exactly instead.
-        objective = evaluate(data, choice).objective
+        objective = score_choice(data, choice).objective
     return MilpResult(status, feasible, choice, objective, solver.name, t1 - t0, t2 - t1)
 
 

@@ -1,6 +1,6 @@
 """What `ipa simulate` runs besides the evaluation matrix: the window of a trace it replays (a pattern
 or a start and a duration, checked against the trace), and one pipeline replayed there under each
-policy. The cases themselves run in evaluation.py."""
+policy. The cases themselves run in experiments.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..forecasting.sources import SECONDS_PER_DAY
-from . import evaluation as ev
+from . import experiments as ev
 from .results import SimResult
 
 Pieces = tuple[tuple[int, int], ...]  # (first second, seconds) of the trace, replayed one after another

@@ -36,7 +36,7 @@ from ..cluster.reconcile import GuardrailError
 from ..pipelines import Pipeline
 from ..profiles import ProfileSet
 from ..spec import PipelineSpec
-from .policies import trace_time
+from .controllers import trace_time
 from .results import DecisionLog, SimResult
 
 Z99 = 2.3263  # the 99th percentile of a standard normal

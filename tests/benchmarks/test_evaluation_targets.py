@@ -14,7 +14,7 @@ def test_evaluation_on_the_shipped_trace_meets_the_bursty_target_and_summarises_
     cheaper than fa2-high and no worse than hpa; plus the random-window summary and the report files."""
     from ipa_airflow.forecasting.sources import read_trace
     from ipa_airflow.settings import default_trace
-    from ipa_airflow.simulation.evaluation import evaluate
+    from ipa_airflow.simulation.experiments import evaluate
 
     trace = read_trace(default_trace(), damping=8)
     report = evaluate(

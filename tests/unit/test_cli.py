@@ -125,7 +125,7 @@ def test_simulate_refuses_a_bad_spec_or_policy_before_fitting_the_forecaster(
     def no_fit(*args, **kwargs):
         raise AssertionError("fitted the forecaster before checking the cases")
 
-    monkeypatch.setattr("ipa_airflow.simulation.evaluation.fit_forecaster", no_fit)
+    monkeypatch.setattr("ipa_airflow.simulation.experiments.fit_forecaster", no_fit)
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nstages: [\n")
     paths = {"bad": str(bad), "good": str(PIPELINES / "video-cpu.yaml")}
@@ -137,7 +137,7 @@ def test_simulating_the_patterns_of_a_short_trace_says_what_it_needs(tmp_path, c
     def no_fit(*args, **kwargs):
         raise AssertionError("fitted the forecaster for patterns that cannot be found")
 
-    monkeypatch.setattr("ipa_airflow.simulation.evaluation.fit_forecaster", no_fit)
+    monkeypatch.setattr("ipa_airflow.simulation.experiments.fit_forecaster", no_fit)
     trace = tmp_path / "three-days.txt"
     trace.write_text("\n".join(["40"] * 3 * 86_400))
     spec = str(PIPELINES / "video-cpu.yaml")
@@ -199,7 +199,7 @@ def test_manifests_of_a_missing_plan_file_names_it(tmp_path, capsys):
 
 
 def test_simulate_a_window_past_the_end_of_the_trace_says_where_the_trace_ends(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("ipa_airflow.simulation.evaluation.fit_forecaster", pytest.fail)
+    monkeypatch.setattr("ipa_airflow.simulation.experiments.fit_forecaster", pytest.fail)
     trace = tmp_path / "day.txt"
     trace.write_text("\n".join(["4"] * 86_400))
     argv = ["simulate", str(PIPELINES / "video-cpu.yaml"), "--trace", str(trace), "--damping", "1"]

@@ -9,7 +9,7 @@ import pytest
 from ipa_airflow.forecasting.catalog import forecaster
 from ipa_airflow.optimizer import ConfigError, plan, score_config
 from ipa_airflow.pipelines import load_pipeline
-from ipa_airflow.simulation.policies import make_policy
+from ipa_airflow.simulation.controllers import make_policy
 from ipa_airflow.simulation.simulator import Simulator
 from ipa_airflow.switching import choose, held_load, shortfall
 from tests.conftest import PIPELINES

@@ -3,7 +3,7 @@
 import pytest
 
 from ipa_airflow.pipelines import load_pipeline
-from ipa_airflow.simulation.evaluation import markdown, targets, with_overrides
+from ipa_airflow.simulation.experiments import markdown, targets, with_overrides
 from tests.conftest import PIPELINES
 
 

@@ -7,8 +7,8 @@ from ipa_airflow.cluster.desired import desired_state
 from ipa_airflow.control import Context
 from ipa_airflow.forecasting.catalog import forecaster
 from ipa_airflow.pipelines import Pipeline, load_pipeline
+from ipa_airflow.simulation.controllers import HpaPolicy, make_policy, trace_time
 from ipa_airflow.simulation.patterns import find_patterns
-from ipa_airflow.simulation.policies import HpaPolicy, make_policy, trace_time
 from ipa_airflow.simulation.simulator import Simulator
 from ipa_airflow.spec import PipelineSpec
 from tests.conftest import PIPELINES
@@ -160,7 +160,7 @@ def test_patterns_follow_their_rules():
 
 
 def test_minimum_cost_is_one_replica_of_the_cheapest_shape_per_stage(cpu):
-    from ipa_airflow.simulation.evaluation import minimum_cost
+    from ipa_airflow.simulation.experiments import minimum_cost
 
     assert minimum_cost(cpu.spec) == 2.0  # two stages, one core each at least
     gpu = load_pipeline(PIPELINES / "video-3stage-gpu.yaml")

@@ -1,6 +1,6 @@
 """Score a chosen set of options independently of any solver: the objective's terms and the constraints.
 
-Every solver's answer goes through `evaluate`, so a plan's reported numbers never come from the solver's
+Every solver's answer goes through `score_choice`, so a plan's reported numbers never come from the solver's
 own bookkeeping, and `check` re-verifies feasibility after solving.
 """
 
@@ -34,7 +34,7 @@ def pipeline_accuracy(method: str, scores: Sequence[float]) -> float:
     return total / len(scores) if method == "average" else total
 
 
-def evaluate(data: ModelData, choice: Sequence[Option]) -> Evaluation:
+def score_choice(data: ModelData, choice: Sequence[Option]) -> Evaluation:
     accuracy = pipeline_accuracy(data.accuracy_method, [o.accuracy for o in choice])
     cost = math.fsum(o.cost for o in choice)
     batch_sum = sum(o.batch for o in choice)

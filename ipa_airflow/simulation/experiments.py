@@ -13,8 +13,8 @@ from ..forecasting.catalog import forecaster as make_forecaster
 from ..forecasting.sources import SECONDS_PER_DAY
 from ..pipelines import load_pipeline
 from ..spec import Adaptation, Limits, PipelineSpec
+from .controllers import SIMULATED_POLICIES, make_policy
 from .patterns import Pattern, find_patterns
-from .policies import SIMULATED_POLICIES, make_policy
 from .results import SimResult
 from .simulator import Simulator
 
