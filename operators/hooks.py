@@ -4,7 +4,9 @@
   schema as a path). Without the connection it falls back to the settings' tracking URI
   (MLFLOW_TRACKING_URI, else the embedded store under IPA_HOME), read when the task runs.
 - IpaPrometheusHook: a Prometheus server (conn type `ipa_prometheus`).
-Kubernetes access goes through the cncf provider's KubernetesHook.
+- ClusterHook: the cluster the plans go to, for the operators, the sensor and the trigger alike. The
+  backend itself is made by the engine's `backend_for` (the CLI's too); Kubernetes access goes through
+  the cncf provider's KubernetesHook connection.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from functools import cached_property
 
 from airflow.sdk import BaseHook
 
-from ipa_airflow.settings import MLFLOW_CONN_ID, PROMETHEUS_CONN_ID, load_settings
+from ipa_airflow.settings import KUBERNETES_CONN_ID, MLFLOW_CONN_ID, PROMETHEUS_CONN_ID, load_settings
 
 
 def _url(conn) -> str:
@@ -78,3 +80,41 @@ class IpaPrometheusHook(BaseHook):
             "hidden_fields": ["login", "password", "schema", "extra"],
             "placeholders": {"host": "http://prometheus.monitoring.svc", "port": "9090"},
         }
+
+
+class ClusterHook(BaseHook):
+    """The cluster backend named by `backend`: 'kubernetes' (the cncf provider's connection) or
+    'simulated' (its state in `simulated_state_file`, default under IPA_HOME).
+
+    `simulated_startup_s` defaults to 0 s, the operators' value: a changed simulated Deployment is
+    ready at once unless the DAG passes settings.cluster.simulated_startup_s. (The CLI keeps its 10 s.)"""
+
+    hook_name = "IPA cluster"
+
+    def __init__(
+        self,
+        backend: str = "simulated",
+        *,
+        kubernetes_conn_id: str | None = None,
+        simulated_state_file: str | None = None,
+        simulated_startup_s: float = 0.0,
+    ):
+        super().__init__()
+        self.backend, self.kubernetes_conn_id = backend, kubernetes_conn_id
+        self.simulated_state_file, self.simulated_startup_s = simulated_state_file, simulated_startup_s
+
+    def _api_client(self):
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        return KubernetesHook(conn_id=self.kubernetes_conn_id or KUBERNETES_CONN_ID).get_conn()
+
+    def get_conn(self):
+        """A new backend each call (the simulated one re-reads its state file, as before)."""
+        from ipa_airflow.cluster.factory import backend_for
+
+        return backend_for(
+            self.backend,
+            api_client=self._api_client() if self.backend == "kubernetes" else None,
+            state_file=self.simulated_state_file,
+            startup_s=self.simulated_startup_s,
+        )

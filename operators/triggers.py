@@ -8,6 +8,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from .hooks import ClusterHook
+
 
 class IpaRolloutTrigger(BaseTrigger):
     def __init__(
@@ -46,14 +48,12 @@ class IpaRolloutTrigger(BaseTrigger):
     def _pending(self) -> list[str]:
         from ipa_airflow.cluster.backends import RolloutStatus
 
-        from .operators import cluster_backend
-
-        backend = cluster_backend(
+        backend = ClusterHook(
             self.backend,
             kubernetes_conn_id=self.kubernetes_conn_id,
-            state_file=self.simulated_state_file,
-            startup_s=self.simulated_startup_s,
-        )
+            simulated_state_file=self.simulated_state_file,
+            simulated_startup_s=self.simulated_startup_s,
+        ).get_conn()
         pending = []
         for name in self.names:
             obj = backend.get(self.namespace, name)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import argtypes as at
+from ..cluster.factory import BACKEND_KINDS, backend_for
 from ..optimizer import POLICIES, SOLVERS, plan
 from ..pipelines import check_pipeline, load_pipeline
 from ..spec import SpecError
@@ -115,7 +116,7 @@ def add_reconcile(sub) -> None:
     p.add_argument("spec")
     p.add_argument("--plan", required=True, help="a plan written by `ipa plan --out`")
     p.add_argument("--dry-run", action="store_true", help="diff and server-side validate, write nothing")
-    p.add_argument("--backend", choices=["simulated", "kubernetes"], default="simulated")
+    p.add_argument("--backend", choices=BACKEND_KINDS, default="simulated")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config or in-cluster)")
     p.add_argument("--state-file", help="simulated backend: where its cluster state lives")
     p.add_argument(
@@ -129,15 +130,9 @@ def add_reconcile(sub) -> None:
     p.set_defaults(func=cmd_reconcile)
 
 
-def cluster_backend(kind: str, *, kubeconfig: str | None = None, state_file: str | None = None):
-    """The backend --backend names, from the command line's own settings (a kubeconfig, a state file)."""
-    if kind == "kubernetes":
-        from ..cluster.kubernetes_backend import KubernetesBackend
-
-        return KubernetesBackend.from_config(kubeconfig=kubeconfig)
-    from ..cluster.simulated import simulated_cluster
-
-    return simulated_cluster(state_file)
+# The CLI's simulated cluster brings a changed Deployment up 10 s later (simulated_cluster's
+# long-standing default); the operators pass their own (0 s, or the DAG's settings).
+CLI_SIMULATED_STARTUP_S = 10.0
 
 
 def cmd_reconcile(args) -> int:
@@ -146,7 +141,12 @@ def cmd_reconcile(args) -> int:
 
     pipeline = load_pipeline(args.spec)
     the_plan = load_plan(args.plan, pipeline.spec)
-    backend = cluster_backend(args.backend, kubeconfig=args.kubeconfig, state_file=args.state_file)
+    backend = backend_for(
+        args.backend,
+        kubeconfig=args.kubeconfig,
+        state_file=args.state_file,
+        startup_s=CLI_SIMULATED_STARTUP_S,
+    )
     result = reconcile(
         the_plan,
         pipeline.spec,

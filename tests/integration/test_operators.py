@@ -119,3 +119,24 @@ def test_plan_and_reconcile_operators_hand_on_typed_values_as_dicts(tmp_path):
     again, skipped, outcome = run_once()
     assert not Decision.from_dict(again).changed and again["previous_plan_id"] == decision.plan.plan_id
     assert skipped is None and outcome["skipped"]
+
+
+def test_one_backend_factory_for_the_cli_and_the_operators(tmp_path):
+    """The CLI and ClusterHook name backends the same way and refuse any other; each keeps its own
+    simulated start-up (the CLI 10 s, the operators 0 s unless the DAG passes its settings)."""
+    from ipa_airflow_provider.hooks import ClusterHook
+
+    from ipa_airflow.cli.planning import CLI_SIMULATED_STARTUP_S
+    from ipa_airflow.cluster.factory import backend_for
+
+    state = str(tmp_path / "cluster.json")
+    hooked = ClusterHook("simulated", simulated_state_file=state).get_conn()
+    assert isinstance(hooked, SimulatedBackend) and hooked.startup_s == 0.0
+    cli = backend_for("simulated", state_file=state, startup_s=CLI_SIMULATED_STARTUP_S)
+    assert isinstance(cli, SimulatedBackend) and cli.startup_s == 10.0
+    for make in (
+        lambda: backend_for("kind-of-cluster", startup_s=0.0),
+        lambda: ClusterHook("kind-of-cluster").get_conn(),
+    ):
+        with pytest.raises(ValueError, match="simulated, kubernetes"):
+            make()
