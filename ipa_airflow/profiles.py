@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from .userfiles import UserFileError, read_json
-from .validation import RESOURCES_KEY, FieldProblems, problems_of
+from .validation import RESOURCES_KEY, FieldProblems, first_repeat, problems_of
 
 SCHEMA_VERSION = 1
 PERCENTILES = ("p50", "p95", "p99", "mean")
@@ -354,18 +354,11 @@ class _ProfileIn(_In):
 
     @model_validator(mode="after")
     def _each_batch_once(self) -> _ProfileIn:
-        first: dict[int, int] = {}
-        for j, p in enumerate(self.points):
-            if p.batch in first:
-                raise FieldProblems(
-                    [
-                        (
-                            f"points[{j}].batch",
-                            f"batch {p.batch} measured twice (also points[{first[p.batch]}])",
-                        )
-                    ]
-                )
-            first[p.batch] = j
+        repeat = first_repeat(p.batch for p in self.points)
+        if repeat is not None:
+            j, i = repeat
+            batch = self.points[j].batch
+            raise FieldProblems([(f"points[{j}].batch", f"batch {batch} measured twice (also points[{i}])")])
         return self
 
     def to_profile(self) -> Profile:
@@ -388,14 +381,11 @@ class _ProfileFileIn(_In):
 
     @model_validator(mode="after")
     def _each_id_once(self) -> _ProfileFileIn:
-        first: dict[str, int] = {}
-        for i, p in enumerate(self.profiles):
-            pid = f"{p.model}/{p.hardware}/{p.dtype}/{p.resources}"
-            if pid in first:
-                raise FieldProblems(
-                    [(f"profiles[{i}]", f"profile '{pid}' given twice (also profiles[{first[pid]}])")]
-                )
-            first[pid] = i
+        ids = [f"{p.model}/{p.hardware}/{p.dtype}/{p.resources}" for p in self.profiles]
+        repeat = first_repeat(ids)
+        if repeat is not None:
+            j, i = repeat
+            raise FieldProblems([(f"profiles[{j}]", f"profile '{ids[j]}' given twice (also profiles[{i}])")])
         return self
 
 

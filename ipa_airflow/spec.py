@@ -24,7 +24,14 @@ from pydantic import (
 )
 
 from .userfiles import UserFileError, read_yaml
-from .validation import DNS_LABEL, LABEL_VALUE, FieldProblems, format_problems, problems_of
+from .validation import (
+    DNS_LABEL,
+    LABEL_VALUE,
+    FieldProblems,
+    first_repeat,
+    format_problems,
+    problems_of,
+)
 
 SCHEMA_VERSION: Final = 1
 
@@ -149,19 +156,18 @@ class Stage(_Strict):
 
     @model_validator(mode="after")
     def _unique_variants(self) -> Stage:
-        first: dict[str, int] = {}
-        for j, v in enumerate(self.variants):
-            if v.name in first:
-                raise FieldProblems(
-                    [
-                        (
-                            f"variants[{j}].name",
-                            f"duplicate variant name '{v.name}' in stage '{self.name}' "
-                            f"(also variants[{first[v.name]}])",
-                        )
-                    ]
-                )
-            first[v.name] = j
+        repeat = first_repeat(v.name for v in self.variants)
+        if repeat is not None:
+            j, i = repeat
+            name = self.variants[j].name
+            raise FieldProblems(
+                [
+                    (
+                        f"variants[{j}].name",
+                        f"duplicate variant name '{name}' in stage '{self.name}' (also variants[{i}])",
+                    )
+                ]
+            )
         return self
 
 

@@ -6,7 +6,7 @@ the same way: `stages[1].variants[0].accuracy: Input should be greater than or e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -124,3 +124,13 @@ def problems_of(
 
 def format_problems(found: list[tuple[str, str]]) -> str:
     return "\n".join(f"  {path or '<root>'}: {msg}" for path, msg in found)
+
+
+def first_repeat(keys: Iterable[Hashable]) -> tuple[int, int] | None:
+    """(index of the first key given again, index where it was first given); None when each is once."""
+    first: dict[Hashable, int] = {}
+    for j, key in enumerate(keys):
+        if key in first:
+            return j, first[key]
+        first[key] = j
+    return None
