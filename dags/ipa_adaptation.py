@@ -15,6 +15,10 @@ Configuration (environment, read once at parse time by `load_settings()`; no hea
   IPA_FORECASTER_URI        a registered forecaster, e.g. models:/ipa-load-forecaster/latest (what
                             ipa_train_forecaster registers); unset: exp-smoothing fitted each run
   IPA_PLAN_QUANTILE         overrides each spec's adaptation.quantile (unset: the spec's)
+  IPA_PIPELINE_MAX_AGE_S    read the registry again after this long without a profiling event
+The plan task reads each pipeline from MLflow (connection ipa_mlflow_default, else MLFLOW_TRACKING_URI):
+registry stages' versions and the profiles no file covers, kept under IPA_HOME between decisions and read
+again when the profiling DAG emits ipa://mlflow/profiles; MLflow down -> the kept pipeline, said so.
 A run's `trace_second` param replays a given second of the trace (the demo steps through a window).
 """
 
@@ -31,6 +35,7 @@ from ipa_airflow_provider.operators import (
     IpaPlanOperator,
     IpaReconcileOperator,
     IpaRecordDecisionOperator,
+    IpaReprofileOperator,
 )
 
 from ipa_airflow.settings import load_settings
@@ -81,8 +86,12 @@ with DAG(
                 spec_path=str(spec),
                 forecast=forecast.output,
                 quantile=FORECASTER.plan_quantile,
+                ipa_mlflow_conn_id=SETTINGS.mlflow.conn_id,  # registry stages and profiles from MLflow
+                # With Prometheus as the load source, each stage's observed p99 is checked for drift.
+                ipa_prometheus_conn_id=LOAD.prometheus_conn_id if LOAD.source == "prometheus" else None,
                 **CLUSTER_ARGS,
             )
+            IpaReprofileOperator(task_id="reprofile", planned=planned.output)
             reconciled = IpaReconcileOperator(
                 task_id="reconcile", spec_path=str(spec), planned=planned.output, **CLUSTER_ARGS
             )

@@ -6,8 +6,10 @@ DecisionRecord) and the decision the loop operator and the simulator make too.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,9 @@ from .forecasting.catalog import forecaster
 from .forecasting.mlflow_store import load_forecaster
 from .forecasting.sources import read_trace
 from .forecasting.step import forecast_for
-from .pipelines import load_pipeline
+from .pipeline_cache import live_pipeline, planned_pipeline
+from .pipelines import Pipeline
+from .settings import load_settings
 from .spec import Adaptation, load_spec
 
 log = logging.getLogger(__name__)
@@ -95,29 +99,88 @@ def plan_task(
     quantile: float | None = None,
     policy: str = "ipa",
     registry=None,
+    home: Path | None = None,
+    profiles_changed_at: dt.datetime | None = None,
+    read_observed: Callable[[Pipeline], Mapping[str, float | None]] | None = None,
     now: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """Decide on the forecast and what the cluster runs: `control.decide`, the pipeline loaded once (with
-    profiles from MLflow for shapes no file covers, when a registry is given). Returns the Decision's
-    dict; `quantile` overrides the spec's."""
-    pipeline = load_pipeline(spec_path, registry=registry)
-    ctx = control.context(
-        pipeline,
-        forecast_of(forecast),
-        backend,
-        now=now or dt.datetime.now(dt.UTC),
-        policy=policy,
-        quantile=quantile,
+    """Decide on the forecast and what the cluster runs: `control.decide` on the live pipeline. With a
+    registry, the pipeline is read from MLflow (registry stages, profiles no file covers) and kept under
+    `home` between decisions (`pipeline_cache.live_pipeline`); MLflow down -> the kept one, said in the
+    decision. `read_observed(pipeline)` gives each stage's observed p99 (ms) for the drift check (None:
+    not measured). Returns the Decision's dict; `quantile` overrides the spec's."""
+    now = now or dt.datetime.now(dt.UTC)
+    settings = load_settings()
+    pipeline = live_pipeline(
+        spec_path,
+        registry=registry,
+        home=home or settings.home,
+        now=now,
+        max_age_s=settings.registry.pipeline_max_age_s,
+        profiles_changed_at=profiles_changed_at,
     )
+    ctx = control.context(pipeline, forecast_of(forecast), backend, now=now, policy=policy, quantile=quantile)
     decision, _ = control.decide(ctx)  # the planner keeps no state between runs
-    return decision.to_dict()
+    home = home or settings.home
+    drift = drift_check(ctx, decision, read_observed, home=home) if read_observed else {"measured": False}
+    return replace(decision, drift=drift).to_dict()
+
+
+def drift_check(ctx, decision, read_observed, *, home: Path) -> dict[str, Any]:
+    """What ran while the p99 was observed, against its profile: the gaps, and the re-profiling events
+    of gaps that persisted (`control.drift`). The streaks live in a small file under `home` between the
+    DAG's runs. A metric that cannot be read is said, never a failed decision."""
+    from .control.decide import running_plan
+    from .control.drift import DriftState, assess, reprofile_events
+    from .forecasting.sources import LoadSourceError
+    from .forecasting.stage_latency import MLSERVER_BUCKETS_MS
+
+    ran = running_plan(ctx, decision.load_rps)
+    if ran is None:
+        return {"measured": False, "note": "nothing of ours ran: no drift to measure"}
+    try:
+        observed = read_observed(ctx.pipeline)
+    except LoadSourceError as exc:
+        log.warning("drift not measured: %s", exc)
+        return {"measured": False, "note": f"not measured: {exc}"}
+    drift = load_settings().drift
+    path = home / "drift" / f"{ctx.spec.name}.json"
+    try:
+        state = DriftState.from_dict(json.loads(path.read_text()))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        state = None
+    gaps, state = assess(
+        ran,
+        ctx.pipeline,
+        observed,
+        state,
+        threshold=drift.threshold,
+        persist=drift.persist,
+        buckets_ms=MLSERVER_BUCKETS_MS,
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(state.to_dict()))
+    return {
+        "measured": True,
+        "gaps": [g.to_dict() for g in gaps],
+        "events": reprofile_events(gaps),
+    }
 
 
 def reconcile_task(
-    spec_path: str, decision: dict[str, Any], backend, *, dry_run: bool = False, **waits
+    spec_path: str,
+    decision: dict[str, Any],
+    backend,
+    *,
+    dry_run: bool = False,
+    home: Path | None = None,
+    **waits,
 ) -> dict | None:
-    """Apply the decision's plan when it changes what runs; None when it does not (nothing to do)."""
-    spec = load_spec(spec_path)  # rendering needs the spec only, not the profiles
+    """Apply the decision's plan when it changes what runs; None when it does not (nothing to do). The
+    plan is rendered from the pipeline it was made on (kept by the plan task: registry variants are not
+    in the spec file), else from the spec file."""
+    kept = planned_pipeline(spec_path, home or load_settings().home)
+    spec = kept.spec if kept is not None else load_spec(spec_path)  # rendering needs no profiles
     result = control.apply(
         control.Decision.from_dict(decision),
         spec,

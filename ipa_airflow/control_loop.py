@@ -24,7 +24,7 @@ from .cluster.reconcile import GuardrailError
 from .forecasting.base import FittedForecaster, Forecast
 from .forecasting.sources import LoadSourceError
 from .forecasting.step import forecast_for
-from .pipelines import load_pipeline
+from .pipelines import Pipeline, load_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def run_loop(
     record: Callable[[control.DecisionRecord], None],
     quantile: float | None = None,
     policy: str = "ipa",
+    load: Callable[[dt.datetime], Pipeline] | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -64,12 +65,15 @@ def run_loop(
     `read_rates(window_s)` returns the last `window_s` per-second rates. A tick whose load cannot be read
     (and has no fresh last forecast) is skipped and said so; a reconcile that fails (or that the
     guardrails refuse) is logged and the next tick tries again from what the cluster then runs. A
-    reconcile that outlasts the interval delays the next decision (`control.next_tick`)."""
+    reconcile that outlasts the interval delays the next decision (`control.next_tick`). `load(now)`
+    gives the pipeline of each decision (the operator's reads MLflow, kept between decisions); default:
+    the spec's files."""
     summary, last_good = LoopSummary(), None
     start = clock()
     tick = start
     while True:
-        pipeline, at = load_pipeline(spec_path), now()
+        at = now()
+        pipeline = load(at) if load is not None else load_pipeline(spec_path)
         try:
             f = forecast_for(
                 read_rates, fitted, now=at, adaptation=pipeline.spec.adaptation, last_good=last_good

@@ -42,7 +42,13 @@ def log_decision(
         "ipa.binding": ",".join(plan.binding) or "none",
         "ipa.why": record.why[:5000],
         "ipa.forecast_note": str(record.forecast.note),
+        # The model version each stage runs, and where the pipeline came from (MLflow, or the kept copy).
+        **{f"ipa.model.{stage}": uri for stage, uri in record.decision.models.items()},
+        "ipa.pipeline_origin": str(record.decision.pipeline.get("origin", "files")),
     }
+    note = record.decision.pipeline.get("note")
+    if note:
+        tags["ipa.pipeline_note"] = str(note)[:5000]
     run = client.create_run(exp_id, tags=tags)
     metrics = {
         "load_forecast_point": record.forecast.point,
@@ -74,3 +80,15 @@ def log_decision(
         client.log_artifacts(run.info.run_id, tmp)
     client.set_terminated(run.info.run_id)
     return run.info.run_id
+
+
+def keep_decision(record, home=None) -> Path:
+    """Write a decision record MLflow could not take to IPA_HOME/decisions/, so it is not lost."""
+    from .settings import load_settings
+
+    folder = (home or load_settings().home) / "decisions"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = record.decided_at.replace(":", "")
+    path = folder / f"{record.pipeline}-{stamp}.json"
+    path.write_text(json.dumps(record.to_dict(), indent=1, default=str))
+    return path

@@ -1,19 +1,57 @@
-"""A pipeline as the planner needs it: the validated spec and the profiles its variants name."""
+"""A pipeline as the planner needs it: the validated spec (its registry stages resolved to variants) and
+the profiles its variants name."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from .candidates import Candidate, registry_variants
 from .profiles import ProfileError, ProfileSet
-from .spec import PipelineSpec, SpecError, load_spec
+from .spec import PipelineSpec, SpecError, Stage, load_spec
 
 
 @dataclass(frozen=True)
 class Pipeline:
-    spec: PipelineSpec
+    spec: PipelineSpec  # registry stages resolved: every variant is a concrete one
     profiles: ProfileSet
     source: Path
+    candidates: tuple[Candidate, ...] = ()  # every registry version looked at, and whether it may run
+    origin: str = "files"  # 'files', 'mlflow' (read now) or 'cache' (MLflow could not be read)
+    note: str = ""  # why a cached pipeline was used, for the decision record
+    refreshed_at: str = ""  # when it was read from MLflow (ISO), for a cached one
+
+    def model_uri(self, stage: str, variant: str) -> str | None:
+        """The model (version) a stage's variant runs, e.g. 'models:/video-classifier/3'."""
+        for v in self.spec.stage(stage).variants:
+            if v.name == variant:
+                return v.model_uri
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.to_dict(),
+            "profiles": self.profiles.to_dict(),
+            "source": str(self.source),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "origin": self.origin,
+            "note": self.note,
+            "refreshed_at": self.refreshed_at,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Pipeline:
+        return cls(
+            spec=PipelineSpec.from_dict(d["spec"], source=f"{d['source']} (cached)"),
+            profiles=ProfileSet.from_dict(d["profiles"], source=f"{d['source']} (cached profiles)"),
+            source=Path(d["source"]),
+            candidates=tuple(Candidate.from_dict(c) for c in d.get("candidates", ())),
+            origin=str(d.get("origin", "files")),
+            note=str(d.get("note", "")),
+            refreshed_at=str(d.get("refreshed_at", "")),
+        )
 
 
 def missing_profiles(spec: PipelineSpec, profiles: ProfileSet) -> list[tuple[str, str]]:
@@ -37,13 +75,34 @@ def missing_profiles(spec: PipelineSpec, profiles: ProfileSet) -> list[tuple[str
 
 def load_pipeline(path: str | Path, *, registry=None, runtime: str | None = None) -> Pipeline:
     """Load a spec and its profiles: the files it lists first, then MLflow (when a registry is given) for
-    the shapes no file covers. SpecError names every unusable field or profile."""
+    the shapes no file covers, and the variants of every stage that names a registered model. SpecError
+    names every unusable field or profile; MlflowUnreachable when MLflow does not answer."""
     path = Path(path)
-    spec = load_spec(path)
+    return resolve(load_spec(path), path, registry=registry, runtime=runtime)
+
+
+def resolve(spec: PipelineSpec, path: Path, *, registry=None, runtime: str | None = None) -> Pipeline:
+    """`load_pipeline` for a spec already read from `path` (its profile files are relative to it)."""
     try:
         profiles = ProfileSet.load(spec.profile_paths(path.parent))
     except ProfileError as exc:
         raise SpecError(str(path), [("profiles", str(exc))]) from None
+    candidates: list[Candidate] = []
+    if spec.from_registry:
+        if registry is None:
+            raise SpecError(
+                str(path),
+                [
+                    (
+                        f"stages[{i}].registered_model",
+                        f"takes its variants from MLflow's '{st.registered_model.name}': "
+                        "give --tracking-uri (or set MLFLOW_TRACKING_URI) so they can be read",
+                    )
+                    for i, st in enumerate(spec.stages)
+                    if st.registered_model is not None
+                ],
+            )
+        spec, profiles, candidates = _resolve_registry(spec, profiles, registry, path)
     if registry is not None:
         wanted = {v.profile_id(sh) for st in spec.stages for v in st.variants for sh in v.shapes}
         missing = sorted(wanted - set(profiles.profiles))
@@ -52,14 +111,96 @@ def load_pipeline(path: str | Path, *, registry=None, runtime: str | None = None
     problems = missing_profiles(spec, profiles)
     if problems:
         raise SpecError(str(path), problems)
-    return Pipeline(spec, profiles, path)
+    origin = "mlflow" if spec.from_registry else "files"  # a registry stage needs MLflow (refused above)
+    return Pipeline(spec, profiles, path, tuple(candidates), origin=origin)
 
 
-def check_pipeline(path: str | Path) -> Pipeline:
-    """`load_pipeline` (without MLflow), and the spec's Deployment template read and checked too: the
-    template renders only at reconcile time, so `ipa validate` finds its problems now. SpecError."""
+def _resolve_registry(
+    spec: PipelineSpec, profiles: ProfileSet, registry, path: Path
+) -> tuple[PipelineSpec, ProfileSet, list[Candidate]]:
+    """Every registry stage with its selected, profiled versions added to its listed variants."""
+    from .registry.model_versions import read_versions
+
+    stages, found, seen, problems = [], dict(profiles.profiles), [], []
+    for i, stage in enumerate(spec.stages):
+        source = stage.registered_model
+        if source is None:
+            stages.append(stage)
+            continue
+        try:
+            variants, looked_at = registry_variants(
+                spec.name, stage.name, source, read_versions(registry, source)
+            )
+        except ProfileError as exc:  # RegistryError: the model does not exist (MlflowUnreachable goes up)
+            from .registry.mlflow_profiles import MlflowUnreachable
+
+            if isinstance(exc, MlflowUnreachable):
+                raise
+            problems.append((f"stages[{i}].registered_model.name", str(exc)))
+            continue
+        kept = []
+        for variant, cand in zip(variants, [c for c in looked_at if c.status == "candidate"], strict=True):
+            shapes = []
+            for shape in variant.shapes:
+                profile = registry.find_profile(variant.model_uri, shape)
+                if profile is not None:
+                    found[variant.profile_id(shape)] = replace(profile, model=variant.profile_model)
+                    shapes.append(shape)
+            if shapes:
+                kept.append(variant.model_copy(update={"shapes": shapes}))
+            else:
+                wanted = ", ".join(f"{s.hardware} {s.resources.key} {s.dtype}" for s in variant.shapes)
+                looked_at[looked_at.index(cand)] = replace(
+                    cand,
+                    status="unprofiled",
+                    reason=f"not profiled yet on {wanted}; the profiling DAG files it",
+                )
+        seen += looked_at
+        variants = [*stage.variants, *kept]
+        if not variants:
+            why = (
+                "; ".join(c.describe() for c in looked_at)
+                or f"the selector picks no version of '{source.name}'"
+            )
+            problems.append((f"stages[{i}].registered_model", f"no version can run: {why}"))
+            continue
+        stages.append(_with_variants(stage, variants))
+    if problems:
+        raise SpecError(str(path), problems)
+    return spec.model_copy(update={"stages": stages}), ProfileSet(found), seen
+
+
+def _with_variants(stage: Stage, variants: list) -> Stage:
+    return stage.model_copy(update={"variants": variants})
+
+
+def check_pipeline(path: str | Path, *, registry=None) -> list[str]:
+    """Everything `load_pipeline` checks, and the spec's Deployment template read and checked too (it
+    renders only at reconcile time, so `ipa validate` finds its problems now). Without a registry, a
+    registry stage is checked as far as the files go: its listed variants, and a note saying what was
+    not read. SpecError; MlflowUnreachable with a registry that does not answer. Returns the notes."""
     from .cluster.desired import load_template
 
-    pipeline = load_pipeline(path)
-    load_template(pipeline.spec, base=pipeline.source.parent)
-    return pipeline
+    path = Path(path)
+    notes = []
+    spec = load_spec(path)
+    if spec.from_registry and registry is None:
+        try:
+            profiles = ProfileSet.load(spec.profile_paths(path.parent))
+        except ProfileError as exc:
+            raise SpecError(str(path), [("profiles", str(exc))]) from None
+        problems = missing_profiles(spec, profiles)
+        if problems:
+            raise SpecError(str(path), problems)
+        notes = [
+            f"stage '{st.name}': the versions of MLflow's '{st.registered_model.name}' were not read "
+            "(give --tracking-uri to check them)"
+            for st in spec.stages
+            if st.registered_model is not None
+        ]
+    else:
+        pipeline = load_pipeline(path, registry=registry)
+        spec = pipeline.spec
+        notes = [c.describe() for c in pipeline.candidates]
+    load_template(spec, base=path.parent)
+    return notes

@@ -89,6 +89,28 @@ class ProfilingSettings:
 
 
 @dataclass(frozen=True)
+class RegistrySettings:
+    """How the live plan reads MLflow's registry (registry stages, profiles) and gates new versions."""
+
+    # IPA_PIPELINE_MAX_AGE_S: read the registry again after this long even without a profiling event
+    # (an alias moved by hand changes the candidates without one).
+    pipeline_max_age_s: float = 600.0
+    gate_window_s: float = 3600.0  # IPA_GATE_WINDOW_S: the gate plans for the peak load of this window
+    gate_alias: str | None = None  # IPA_GATE_ALIAS: the alias the profiling DAG moves to a passing version
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Each decision compares a stage's observed p99 (Prometheus, load source 'prometheus' only) with
+    what its profile predicts; a gap that persists emits a re-profiling event."""
+
+    query: str = ""  # IPA_DRIFT_QUERY ('': stage_latency.DEFAULT_QUERY, MLServer's request histogram)
+    threshold: float = 0.5  # IPA_DRIFT_THRESHOLD: |observed / predicted - 1| above this is a gap
+    persist: int = 3  # IPA_DRIFT_PERSIST: decisions in a row with a gap before the event
+    window_s: float = 60.0  # IPA_DRIFT_WINDOW_S: the rate() window of the query
+
+
+@dataclass(frozen=True)
 class ScheduleSettings:
     adaptation: str | None = "* * * * *"  # IPA_ADAPTATION_SCHEDULE ('none': None, runs by hand only)
     poll: str = "@hourly"  # IPA_POLL_SCHEDULE
@@ -106,6 +128,8 @@ class IpaSettings:
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     forecaster: ForecasterSettings = field(default_factory=ForecasterSettings)
     profiling: ProfilingSettings = field(default_factory=ProfilingSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
     # IPA_ADAPTATION_LOOP_S: each spec's task decides every adaptation.interval_s for this long (None or
     # 0 in the variable: one decision per DAG run).
     loop_s: float | None = None
@@ -229,6 +253,23 @@ def _profiling(env: Mapping[str, str]) -> ProfilingSettings:
     )
 
 
+def _registry(env: Mapping[str, str]) -> RegistrySettings:
+    return RegistrySettings(
+        pipeline_max_age_s=_number(env, "IPA_PIPELINE_MAX_AGE_S", positive=True) or 600.0,
+        gate_window_s=_number(env, "IPA_GATE_WINDOW_S", positive=True) or 3600.0,
+        gate_alias=_get(env, "IPA_GATE_ALIAS"),
+    )
+
+
+def _drift(env: Mapping[str, str]) -> DriftSettings:
+    return DriftSettings(
+        query=_get(env, "IPA_DRIFT_QUERY") or "",
+        threshold=_number(env, "IPA_DRIFT_THRESHOLD", positive=True) or 0.5,
+        persist=_whole(env, "IPA_DRIFT_PERSIST", 3),
+        window_s=_number(env, "IPA_DRIFT_WINDOW_S", positive=True) or 60.0,
+    )
+
+
 def _schedules(env: Mapping[str, str], loop_s: float | None) -> ScheduleSettings:
     # In loop mode one run lasts loop_s and the next starts when it ends; else one decision a minute.
     adaptation = _get(env, "IPA_ADAPTATION_SCHEDULE") or ("@continuous" if loop_s else "* * * * *")
@@ -269,6 +310,8 @@ def load_settings(
         cluster=_cluster(env, home),
         forecaster=_forecaster(env),
         profiling=_profiling(env),
+        registry=_registry(env),
+        drift=_drift(env),
         loop_s=loop_s,
         schedules=_schedules(env, loop_s),
         webhook_secret=webhook_secret(env),

@@ -23,6 +23,15 @@ from pydantic import (
     model_validator,
 )
 
+from .spec_settings import (  # noqa: F401 - re-exported: the spec's sections are part of its API
+    PLAN_QUANTILES,
+    AccuracyMethod,
+    Adaptation,
+    Baselines,
+    DeploymentSettings,
+    Limits,
+    Objective,
+)
 from .userfiles import UserFileError, read_yaml
 from .validation import (
     DNS_LABEL,
@@ -47,7 +56,6 @@ Name = Annotated[str, Field(min_length=1, max_length=63, pattern=LABEL_VALUE)]
 DNS_LABEL_MAX = 63
 DnsLabel = Annotated[str, Field(min_length=1, max_length=DNS_LABEL_MAX, pattern=DNS_LABEL)]
 
-AccuracyMethod = Literal["sum", "average", "product"]
 ResourceKind = Literal["cpu", "gpu"]
 RESOURCE_KINDS = ("cpu", "gpu")
 
@@ -150,9 +158,79 @@ class Variant(_Strict):
         return shape.profile or f"{self.profile_model}/{shape.hardware}/{shape.dtype}/{shape.resources.key}"
 
 
+class VersionSelector(_Strict):
+    """Which versions of a registered model are candidates: every version an alias names, every version
+    with the tag, and the newest N (the union of what is given; at least one)."""
+
+    aliases: list[Text] = Field(default_factory=list)
+    tag: Annotated[str, Field(pattern=r"^[^=]+=.*$")] | None = Field(
+        default=None, description="'key=value', e.g. 'ipa.candidate=true'"
+    )
+    newest: Annotated[StrictInt, Field(gt=0, le=100)] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> VersionSelector:
+        if not self.aliases and self.tag is None and self.newest is None:
+            raise ValueError("give at least one of 'aliases', 'tag' or 'newest'")
+        return self
+
+
+class AccuracySource(_Strict):
+    """Where a version's accuracy comes from: a tag of the version, or a metric of its source run (what
+    `mlflow.evaluate` logged). `scale` says how the value is written: 'fraction' (0-1, MLflow's
+    convention) or 'percent'."""
+
+    tag: Text | None = None
+    metric: Text | None = None
+    scale: Literal["fraction", "percent"] = "fraction"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AccuracySource:
+        if (self.tag is None) == (self.metric is None):
+            raise ValueError("give exactly one of 'tag' (of the version) or 'metric' (of its source run)")
+        return self
+
+    @property
+    def label(self) -> str:
+        return f"tag '{self.tag}'" if self.tag is not None else f"metric '{self.metric}' of the source run"
+
+
+class RegisteredModel(_Strict):
+    """A stage's variants taken from an MLflow registered model: each selected version is a variant named
+    '<prefix>-v<version>', run and profiled on `shapes`."""
+
+    name: Text = Field(description="the registered model's name in MLflow")
+    select: VersionSelector
+    accuracy: AccuracySource
+    shapes: list[Shape] = Field(min_length=1)
+    startup_s: Annotated[float, Field(ge=0, le=86400)] = 10.0
+    image: Text | None = None
+    # Variant names end up in label values (63 characters), with '-v<version>' appended.
+    variant_prefix: Annotated[str, Field(min_length=1, max_length=50, pattern=LABEL_VALUE)] | None = None
+
+    @property
+    def prefix(self) -> str:
+        if self.variant_prefix:
+            return self.variant_prefix
+        slug = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")[:50].strip("-")
+        return slug or "model"
+
+    def variant_name(self, version: str) -> str:
+        return f"{self.prefix}-v{version}"
+
+
 class Stage(_Strict):
     name: DnsLabel
-    variants: list[Variant] = Field(min_length=1)
+    variants: list[Variant] = Field(default_factory=list)
+    registered_model: RegisteredModel | None = None
+
+    @model_validator(mode="after")
+    def _has_variants(self) -> Stage:
+        if not self.variants and self.registered_model is None:
+            raise FieldProblems(
+                [("variants", "list the stage's variants, or name a 'registered_model' to take them from")]
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_variants(self) -> Stage:
@@ -168,105 +246,6 @@ class Stage(_Strict):
                     )
                 ]
             )
-        return self
-
-
-class Objective(_Strict):
-    """alpha * accuracy - beta * cost - gamma * sum of batch sizes (IPA's objective)."""
-
-    alpha: Weight = 1.0
-    beta: Weight = 0.01
-    gamma: Weight = 0.0
-    accuracy: AccuracyMethod = "product"
-    rank_normalize: bool = False
-
-
-class Limits(_Strict):
-    batch_sizes: list[Annotated[StrictInt, Field(gt=0, le=4096)]] = Field(
-        default_factory=lambda: [1, 2, 4, 8, 16, 32, 64]
-    )
-    max_batch: Annotated[StrictInt, Field(gt=0, le=4096)] = 64
-    max_replicas: Annotated[StrictInt, Field(gt=0, le=10000)] = 100
-    max_cost: Annotated[float, Field(gt=0)] | None = None
-    # Replicas are planned so that load / capacity stays at or under this: queues grow without bound as
-    # utilisation nears 1, which the paper's n * h >= load ignores. 1.0 is the paper's program.
-    max_utilisation: Annotated[float, Field(gt=0, le=1)] = 1.0
-    # Share of the SLA kept free when planning: the program counts batch latency and batch-filling time
-    # but not the wait for a busy replica, which pushes plans planned to the SLA's edge over it. 0.0 is
-    # the paper's program.
-    latency_headroom: Annotated[float, Field(ge=0, lt=1)] = 0.0
-
-    @field_validator("batch_sizes")
-    @classmethod
-    def _sorted_unique(cls, v: list[int]) -> list[int]:
-        if not v:
-            raise ValueError("needs at least one batch size")
-        if len(set(v)) != len(v):
-            raise ValueError("batch sizes must be unique")
-        return sorted(v)
-
-
-class Baselines(_Strict):
-    """Settings of the baselines the program is compared with (all optional)."""
-
-    fa2_low: dict[str, Text] = Field(
-        default_factory=dict, description="stage -> pinned variant (default lightest)"
-    )
-    fa2_high: dict[str, Text] = Field(
-        default_factory=dict, description="stage -> pinned variant (default heaviest)"
-    )
-    rim_replicas: PositiveInt | dict[str, PositiveInt] = 2
-    per_stage_shares: dict[str, Annotated[float, Field(gt=0, le=1)]] = Field(
-        default_factory=dict,
-        description="stage -> its share of the latency budget under per-stage (default: equal shares)",
-    )
-
-
-PLAN_QUANTILES = (0.8, 0.9, 0.95, 0.99)  # the upper quantiles every forecast carries
-
-
-class Adaptation(_Strict):
-    """How forecasts become plan changes. The Airflow DAG and the simulator read the same settings."""
-
-    # Which upper quantile of the next interval's peak the plan provisions for.
-    quantile: float = 0.99
-    # The spacing of the forecasts the controller compares (the simulator's decision cadence).
-    interval_s: Annotated[float, Field(gt=0, le=86400)] = 10.0
-    # Plan for the highest of the last N forecasts: capacity is given back only after N lower ones.
-    # Each decision recomputes the N-1 earlier forecasts, hence the bound.
-    stabilisation: Annotated[StrictInt, Field(gt=0, le=1000)] = 4
-    # A change the load does not force must raise the objective by at least this much (every switch
-    # restarts pods).
-    min_gain: NonNegative = 0.005
-
-    @property
-    def spacing_s(self) -> int:
-        """interval_s in whole seconds (at least 1): the step between the forecasts compared."""
-        return max(1, round(self.interval_s))
-
-    @field_validator("quantile")
-    @classmethod
-    def _known_quantile(cls, v: float) -> float:
-        if v not in PLAN_QUANTILES:
-            raise ValueError(f"forecasts carry the quantiles {list(PLAN_QUANTILES)}; choose one of them")
-        return v
-
-
-class DeploymentSettings(_Strict):
-    """How a stage runs on Kubernetes. `template` is a Deployment manifest the plan is rendered into
-    (inline or from `template_file`, relative to the spec); without one, MLServer's MLflow runtime."""
-
-    template: dict[str, Any] | None = None
-    template_file: Text | None = None
-    image: Text = "seldonio/mlserver:1.6.1-mlflow"
-    port: Annotated[StrictInt, Field(gt=0, le=65535)] = 8080
-    rollout_deadline_s: Annotated[float, Field(gt=0, le=86400)] = 600.0
-    force_conflicts: bool = False  # take over fields another field manager owns (e.g. an HPA's replicas)
-
-    @model_validator(mode="after")
-    def _one_template(self) -> DeploymentSettings:
-        if self.template is not None and self.template_file is not None:
-            raise ValueError("give either 'template' or 'template_file', not both")
         return self
 
 
@@ -322,13 +301,24 @@ class PipelineSpec(_Strict):
                 )
             rendered.setdefault(name, i)
         by_stage = {s.name: {v.name for v in s.variants} for s in self.stages}
+        # A registry stage's variant names are known once MLflow is read: a pin that could name one of its
+        # versions ('<prefix>-v<N>') is checked then.
+        from_registry = {
+            variant
+            for st in self.stages
+            if st.registered_model is not None
+            for variant in [
+                v for field in ("fa2_low", "fa2_high") for v in getattr(self.baselines, field).values()
+            ]
+            if re.fullmatch(re.escape(st.registered_model.prefix) + r"-v\d+", variant)
+        }
         for field in ("fa2_low", "fa2_high"):
             for stage, variant in getattr(self.baselines, field).items():
                 if stage not in by_stage:
                     problems.append(
                         (f"baselines.{field}", f"unknown stage '{stage}' (stages: {sorted(by_stage)})")
                     )
-                elif variant not in by_stage[stage]:
+                elif variant not in by_stage[stage] and variant not in from_registry:
                     problems.append((f"baselines.{field}.{stage}", f"unknown variant '{variant}'"))
         rim = self.baselines.rim_replicas
         if isinstance(rim, dict):
@@ -375,6 +365,11 @@ class PipelineSpec(_Strict):
         return self
 
     # Derived indices, computed once so no downstream module works them out again.
+    @property
+    def from_registry(self) -> bool:
+        """Whether a stage takes variants from MLflow: then `pipelines.resolve` must run before planning."""
+        return any(s.registered_model is not None for s in self.stages)
+
     @property
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]

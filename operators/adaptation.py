@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import Asset, BaseOperator
 
 from ipa_airflow.settings import DECISIONS_EXPERIMENT
 
 from .forecast import IpaForecastOperator
 from .hooks import ClusterHook, IpaMlflowHook
+from .plugin import MODEL_VERSIONS_URI, PROFILES_URI
 
 OUTCOME_KEY = "outcome"  # what IpaReconcileOperator did: its result, or {"skipped": True, "reason": ...}
 
@@ -50,14 +51,42 @@ class IpaPlanOperator(_ClusterMixin, BaseOperator):
         kubernetes_conn_id: str | None = None,
         simulated_state_file: str | None = None,
         simulated_startup_s: float = 0.0,
-        ipa_mlflow_conn_id: str | None = None,
+        ipa_mlflow_conn_id: str | None = IpaMlflowHook.default_conn_name,
+        ipa_prometheus_conn_id: str | None = None,  # given: each stage's observed p99 for the drift check
         **kwargs,
     ):
+        # The profiling DAG's event on this asset says MLflow holds new profiles: read the registry again.
+        kwargs.setdefault("inlets", [Asset(PROFILES_URI)])
         super().__init__(**kwargs)
         self.spec_path, self.forecast, self.quantile, self.policy = spec_path, forecast, quantile, policy
         self.cluster_backend, self.kubernetes_conn_id = cluster_backend, kubernetes_conn_id
         self.simulated_state_file, self.ipa_mlflow_conn_id = simulated_state_file, ipa_mlflow_conn_id
         self.simulated_startup_s = simulated_startup_s
+        self.ipa_prometheus_conn_id = ipa_prometheus_conn_id
+
+    def _read_observed(self):
+        """Each stage's observed p99 from Prometheus (None when no Prometheus connection is given)."""
+        if not self.ipa_prometheus_conn_id:
+            return None
+        from ipa_airflow.forecasting.stage_latency import DEFAULT_QUERY, stage_p99_ms
+        from ipa_airflow.settings import load_settings
+
+        from .hooks import IpaPrometheusHook
+
+        drift, url = load_settings().drift, IpaPrometheusHook(self.ipa_prometheus_conn_id).url
+
+        def read(pipeline):
+            spec = pipeline.spec
+            return stage_p99_ms(
+                url,
+                drift.query or DEFAULT_QUERY,
+                pipeline=spec.name,
+                namespace=spec.namespace,
+                stages=spec.stage_names,
+                window_s=drift.window_s,
+            )
+
+        return read
 
     def execute(self, context) -> dict[str, Any]:
         from ipa_airflow.adaptation import plan_task
@@ -70,7 +99,24 @@ class IpaPlanOperator(_ClusterMixin, BaseOperator):
             quantile=self.quantile,
             policy=self.policy,
             registry=registry,
+            profiles_changed_at=profiles_changed_at(context),
+            read_observed=self._read_observed(),
         )
+        for gap in decision["drift"].get("gaps", ()):
+            self.log.info(
+                "drift %s: observed p99 %s ms, profile %s ms",
+                gap["stage"],
+                gap["observed_p99_ms"],
+                gap["predicted_p99_ms"],
+            )
+        source = decision["pipeline"]
+        if source.get("origin") == "cache-fallback":
+            self.log.warning("%s", source["note"])
+        for c in source.get("candidates", ()):
+            if c["status"] != "candidate":
+                self.log.info(
+                    "%s: %s (%s) %s: %s", c["stage"], c["variant"], c["model_uri"], c["status"], c["reason"]
+                )
         plan = decision["plan"]
         self.log.info(
             "plan %s (running: %s, proposed: %s): %s; %s",
@@ -81,6 +127,43 @@ class IpaPlanOperator(_ClusterMixin, BaseOperator):
             decision["reason"],
         )
         return decision
+
+
+def profiles_changed_at(context):
+    """When the profiling DAG last said MLflow holds new profiles (None when it never did, or the task
+    has no such inlet): the planner reads the registry again when its kept copy is older."""
+    try:
+        events = context["inlet_events"][Asset(PROFILES_URI)]
+        return events[-1].timestamp if len(events) else None
+    except Exception:  # noqa: BLE001 - no inlet or no event store (a bare test context): age alone decides
+        return None
+
+
+class IpaReprofileOperator(BaseOperator):
+    """Ask for re-profiling when the plan task's drift check says a stage's profile no longer matches what
+    it serves: one event on ipa://mlflow/model-versions (the profiling DAG's trigger) per version and shape.
+    Skipped when there is none: a task with an outlet that succeeds emits an event, and this runs every
+    decision."""
+
+    template_fields: Sequence[str] = ("planned",)
+
+    def __init__(self, *, planned: Any, **kwargs):
+        kwargs.setdefault("outlets", [Asset(MODEL_VERSIONS_URI)])
+        super().__init__(**kwargs)
+        self.planned = planned
+
+    def execute(self, context) -> list[dict[str, Any]]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        events = list((self.planned.get("drift") or {}).get("events") or [])
+        if not events:
+            raise AirflowSkipException("no drift that asks for re-profiling")
+        context["outlet_events"][Asset(MODEL_VERSIONS_URI)].extra = {"versions": events, "source": "drift"}
+        for e in events:
+            self.log.warning(
+                "re-profiling %s v%s on %s: %s", e["name"], e["version"], e["hardware"], e["gap"]
+            )
+        return events
 
 
 class IpaReconcileOperator(_ClusterMixin, BaseOperator):
@@ -154,17 +237,26 @@ class IpaRecordDecisionOperator(BaseOperator):
         self.ipa_mlflow_conn_id = ipa_mlflow_conn_id
 
     def execute(self, context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowException
+
         from ipa_airflow.adaptation import record_task
-        from ipa_airflow.decisions import log_decision
+        from ipa_airflow.decisions import keep_decision, log_decision
+        from ipa_airflow.registry.mlflow_profiles import RegistryError, mlflow_errors
 
         record = record_task(self.spec_path, self.forecast, self.planned, self.reconciled)
         registry = IpaMlflowHook(self.ipa_mlflow_conn_id).get_conn()
-        run_id = log_decision(
-            record,
-            tracking_uri=registry.tracking_uri,
-            experiment=DECISIONS_EXPERIMENT,
-            artifact_root=registry.artifact_root,
-        )
+        try:
+            with mlflow_errors(registry.tracking_uri, "record the decision"):
+                run_id = log_decision(
+                    record,
+                    tracking_uri=registry.tracking_uri,
+                    experiment=DECISIONS_EXPERIMENT,
+                    artifact_root=registry.artifact_root,
+                )
+        except RegistryError as exc:
+            # The decision was made (and applied); keep its record so it is not lost with MLflow down.
+            kept = keep_decision(record)
+            raise AirflowException(f"{exc}; the decision record is kept at {kept}") from None
         self.log.info("decision %s: %s", run_id, record.why)
         return {"run_id": run_id, "why": record.why, "changed": record.changed}
 
@@ -236,8 +328,23 @@ class IpaAdaptationLoopOperator(_ClusterMixin, IpaForecastOperator):
             )
             self.log.info("%s", rec.why)
 
+        from ipa_airflow.pipeline_cache import live_pipeline
+        from ipa_airflow.settings import load_settings
+
+        settings = load_settings()
+
+        def load(at):
+            return live_pipeline(
+                self.spec_path,
+                registry=registry,
+                home=settings.home,
+                now=at,
+                max_age_s=settings.registry.pipeline_max_age_s,
+            )
+
         summary = run_loop(
             self.spec_path,
+            load=load,
             read_rates=read_rates,
             fitted=fitted,
             backend=self.backend(),

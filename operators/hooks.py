@@ -69,6 +69,10 @@ class IpaPrometheusHook(BaseHook):
         super().__init__()
         self.ipa_prometheus_conn_id = ipa_prometheus_conn_id
 
+    @property
+    def url(self) -> str:
+        return _url(self.get_connection(self.ipa_prometheus_conn_id))
+
     def get_conn(self, query: str):
         from ipa_airflow.forecasting.sources import PrometheusSource
 

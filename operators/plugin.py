@@ -17,6 +17,8 @@ from ipa_airflow.webhooks import TOLERANCE_S, DeliveryReplayed, create_app
 
 log = logging.getLogger(__name__)
 MODEL_VERSIONS_URI = "ipa://mlflow/model-versions"
+# Updated when ipa_profile_model_version has filed (and gated) new profiles: readers of MLflow refresh.
+PROFILES_URI = "ipa://mlflow/profiles"
 
 
 def emit_model_version_event(name: str, version: str, source: str, *, delivery_id: str | None = None) -> int:

@@ -1,9 +1,9 @@
 """The `ipa` command. Every subcommand that prints numbers also prints them as JSON with --json.
 
 One module per command group (planning: validate/plan/manifests/reconcile; bench; profiling:
-profile/profiles; forecast; simulate; demo; selfcheck) declares its arguments and calls the engine;
-render.py prints every table and JSON. This module assembles the parser and turns errors into exit
-statuses: 2 for the user's input or environment, 3 for a bug, 130 for an interrupt.
+profile/profiles; models: gate/promote; forecast; simulate; demo; selfcheck) declares its arguments and
+calls the engine; render.py prints every table and JSON. This module assembles the parser and turns errors
+into exit statuses: 2 for the user's input or environment, 3 for a bug, 130 for an interrupt.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 from .. import __version__
 from ..settings import debug_enabled
-from . import bench, demo, forecast, planning, profiling, selfcheck, simulate
+from . import bench, demo, forecast, models, planning, profiling, selfcheck, simulate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_simulate(sub)
     demo.add_demo(sub)
     profiling.add_profiles(sub)
+    models.add_models(sub)
     selfcheck.add_selfcheck(sub)
     return parser
 

@@ -30,7 +30,7 @@ def add_demo(sub) -> None:
 
 def cmd_demo(args) -> int:
     if args.end_to_end:
-        return _end_to_end(Path(args.home))
+        return _end_to_end(Path(args.home), as_json=args.json)
     from ..demo import run_plans_in
 
     plans = run_plans_in(args.pipelines)
@@ -62,9 +62,26 @@ def end_to_end_module():
         ) from None
 
 
-def _end_to_end(home: Path) -> int:
+def _end_to_end(home: Path, *, as_json: bool = False) -> int:
+    """The demo's steps, with their progress on the console; with `as_json`, progress goes to stderr and
+    stdout gets one JSON object: per step, the model version each stage runs, and the policies' table."""
     demo_e2e = end_to_end_module()
-    con = render.console()
+    con = render.console(stderr=as_json)
     out = demo_e2e.run(home, con)
-    render.demo_end_to_end(out, home=home.resolve(), con=con)
+    if as_json:
+        render.print_json(
+            {
+                "ok": out["ok"],
+                "wall_s": round(out["wall_s"], 1),
+                "steps": out["steps"],
+                "decisions": [
+                    {"trace_second": second, "state": state, "models": models}
+                    for second, state, models in out["decisions"]
+                ],
+                "policies": out["report"]["rows"],
+                "report_dir": str(out["report_dir"]),
+            }
+        )
+    else:
+        render.demo_end_to_end(out, home=home.resolve(), con=con)
     return 0 if out["ok"] else 1

@@ -14,10 +14,28 @@ from ..spec import SpecError
 from . import render
 
 
+def _add_tracking_uri(p, what: str) -> None:
+    p.add_argument("--tracking-uri", type=at.tracking_uri, help=f"read {what} from this MLflow")
+
+
+def _registry(args):
+    """The MLflow registry `--tracking-uri` names, or None."""
+    if not getattr(args, "tracking_uri", None):
+        return None
+    from ..registry import registry_for
+
+    return registry_for(args.tracking_uri)
+
+
 # ---- validate ---------------------------------------------------------------------------------------
 def add_validate(sub) -> None:
     p = sub.add_parser("validate", help="check pipeline specs (schema and profiles)")
     p.add_argument("specs", nargs="+")
+    p.add_argument(
+        "--tracking-uri",
+        type=at.tracking_uri,
+        help="also read the versions and profiles of registry stages from this MLflow",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_validate)
 
@@ -25,12 +43,19 @@ def add_validate(sub) -> None:
 def cmd_validate(args) -> int:
     failed = 0
     results = []
+    registry = None
+    if args.tracking_uri:
+        from ..registry import registry_for
+
+        registry = registry_for(args.tracking_uri)
     for path in args.specs:
         try:
-            check_pipeline(path)
-            results.append({"spec": str(path), "ok": True, "errors": []})
+            notes = check_pipeline(path, registry=registry)
+            results.append({"spec": str(path), "ok": True, "errors": [], "notes": notes})
             if not args.json:
                 print(f"{path}: ok")
+                for note in notes:
+                    print(f"  {note}")
         except SpecError as exc:
             failed += 1
             errors = [{"path": p, "message": m} for p, m in exc.problems]
@@ -84,6 +109,7 @@ def add_manifests(sub) -> None:
     which.add_argument("--load", type=at.load_rps, help="plan for this load (req/s) first")
     p.add_argument("--policy", default="ipa", choices=list(POLICIES))
     p.add_argument("--out", type=at.out_file, help="write to this file instead of stdout")
+    _add_tracking_uri(p, "registry stages' versions and the profiles the spec's files lack")
     p.set_defaults(func=cmd_manifests)
 
 
@@ -92,7 +118,7 @@ def cmd_manifests(args) -> int:
     from ..cluster.desired import desired_state
     from ..plans import load_plan
 
-    pipeline = load_pipeline(args.spec)
+    pipeline = load_pipeline(args.spec, registry=_registry(args))
     if args.plan:
         the_plan = load_plan(args.plan)
     else:
@@ -126,6 +152,7 @@ def add_reconcile(sub) -> None:
         metavar="S",
         help="wait up to S seconds for another reconcile of the same pipeline to finish (default 30)",
     )
+    _add_tracking_uri(p, "registry stages' versions (the variants the plan may name)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reconcile)
 
@@ -139,7 +166,7 @@ def cmd_reconcile(args) -> int:
     from ..cluster.reconcile import reconcile
     from ..plans import load_plan
 
-    pipeline = load_pipeline(args.spec)
+    pipeline = load_pipeline(args.spec, registry=_registry(args))
     the_plan = load_plan(args.plan, pipeline.spec)
     backend = backend_for(
         args.backend,

@@ -64,7 +64,7 @@ def cmd_profile(args) -> int:
     )
     disable = args.json or not sys.stderr.isatty()
     with render.profiling_progress(prepared.label, len(batch_sizes), disable=disable) as on_cell:
-        summary = job.run(prepared, registry, log=log, out=out, on_cell=on_cell)
+        summary = job.profile_and_register(prepared, registry, log=log, out=out, on_cell=on_cell)
     if args.json:
         render.print_json(summary)
     else:

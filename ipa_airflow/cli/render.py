@@ -16,11 +16,13 @@ def print_json(obj: Any) -> None:
     sys.stdout.write("\n")
 
 
-def console():
+def console(*, stderr: bool = False):
+    """The console progress and tables go to; `stderr` when stdout carries JSON."""
     from rich.console import Console
 
+    stream = sys.stderr if stderr else sys.stdout
     # Wide enough for a plan table when the output is a file or a pipe (CI logs, `| tee`).
-    return Console() if sys.stdout.isatty() else Console(width=160)
+    return Console(stderr=stderr) if stream.isatty() else Console(width=160, stderr=stderr)
 
 
 def _table(title: str, columns: Sequence[str], left: Sequence[str] = ()):

@@ -58,5 +58,26 @@ def decide(ctx: Context) -> tuple[Decision, Any]:
         proposal_id=proposal.plan_id,
         load_rps=load,
         solve_s=proposal.solve_time_s,
+        models=models_of(ctx, switch.plan),
+        pipeline=pipeline_info(ctx),
     )
     return decision, ctx.state
+
+
+def models_of(ctx: Context, plan: Plan) -> dict[str, str]:
+    """The model each stage of `plan` runs: its registered version, else the zoo model."""
+    out = {}
+    for s in plan.stages:
+        uri = ctx.pipeline.model_uri(s.stage, s.variant)
+        out[s.stage] = uri or f"zoo:{s.variant}"
+    return out
+
+
+def pipeline_info(ctx: Context) -> dict[str, Any]:
+    p = ctx.pipeline
+    return {
+        "origin": p.origin,
+        "note": p.note,
+        "refreshed_at": p.refreshed_at,
+        "candidates": [c.to_dict() for c in p.candidates],
+    }

@@ -8,7 +8,7 @@ driver reconciles exactly when it is true, and every record reports it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..plans import Plan
@@ -24,6 +24,13 @@ class Decision:
     proposal_id: str  # what the program proposed (differs from plan.plan_id when what runs is kept)
     load_rps: float  # the load planned for (the forecast held over the stabilisation window)
     solve_s: float = 0.0  # the program's solve time
+    # The model each stage of the plan runs ('models:/name/3', or 'zoo:<variant>' for a zoo model).
+    models: Mapping[str, str] = field(default_factory=dict)
+    # Where the pipeline came from (origin 'files', 'mlflow', 'cache', 'cache-fallback'), why (note), and
+    # every registry version looked at with whether it may run (candidates).
+    pipeline: Mapping[str, Any] = field(default_factory=dict)
+    # Observed against predicted p99 per stage (`control.drift`): {"measured", "note", "gaps", "events"}.
+    drift: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -38,6 +45,9 @@ class Decision:
             "proposal_id": self.proposal_id,
             "load_rps": self.load_rps,
             "solve_s": self.solve_s,
+            "models": dict(self.models),
+            "pipeline": dict(self.pipeline),
+            "drift": dict(self.drift),
             "changed": self.changed,  # for readers of the XCom; recomputed, never read back
             "schema_version": self.schema_version,
         }
@@ -56,4 +66,7 @@ class Decision:
             proposal_id=str(d["proposal_id"]),
             load_rps=float(d["load_rps"]),
             solve_s=float(d.get("solve_s", 0.0)),
+            models=dict(d.get("models") or {}),
+            pipeline=dict(d.get("pipeline") or {}),
+            drift=dict(d.get("drift") or {}),
         )

@@ -65,6 +65,9 @@ class DecisionRecord:
             "proposal_id": self.decision.proposal_id,
             "reason": self.decision.reason,
             "solve_s": self.decision.solve_s,
+            "models": dict(self.decision.models),
+            "pipeline_source": dict(self.decision.pipeline),
+            "drift": dict(self.decision.drift),
             "reconcile": None if self.reconcile is None else self.reconcile.to_dict(),
             "why": self.why,
             "changed": self.changed,
@@ -86,6 +89,9 @@ class DecisionRecord:
             proposal_id=str(d["proposal_id"]),
             load_rps=float(d["planned_load_rps"]),
             solve_s=float(d.get("solve_s", 0.0)),
+            models=dict(d.get("models") or {}),
+            pipeline=dict(d.get("pipeline_source") or {}),
+            drift=dict(d.get("drift") or {}),
         )
         return cls(
             decided_at=str(d["decided_at"]),
@@ -111,4 +117,6 @@ def explain(decision: Decision) -> str:
             f"{plan.cost:g}, latency {plan.latency_s * 1000:.0f} of {plan.sla_s * 1000:.0f} ms; "
             f"binding: {binding}"
         )
-    return f"{text}; {decision.reason}" if decision.reason else text
+    text = f"{text}; {decision.reason}" if decision.reason else text
+    note = decision.pipeline.get("note") if decision.pipeline.get("origin") == "cache-fallback" else ""
+    return f"{text}; {note}" if note else text

@@ -1,6 +1,7 @@
-"""One `ipa profile` run: what to measure on this machine (`prepare`), then the sweep, kept on disk and
-filed in MLflow (`run`). Split in two so the caller can show progress with what `prepare` resolved
-(the model version, the device) before minutes of measuring start."""
+"""One profiling run: what to measure on this machine (`prepare`), then the sweep, kept on disk and
+filed in MLflow (`profile_and_register`). `ipa profile`, IpaProfileOperator and the demo all go through
+these two. Split in two so the caller can show progress with what `prepare` resolved (the model version,
+the device) before minutes of measuring start."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .sweep import SweepRequest
-from .timing import Timing
+from .timing import Timing, TimingSettings
 
 
 @dataclass(frozen=True)
@@ -60,25 +61,34 @@ def prepare(
     return ProfileJob(request, zoo, model_ref, name or registered, f"{zoo or model_ref} on {device}")
 
 
-def run(
+def profile_and_register(
     job: ProfileJob,
     registry,
     *,
-    log: bool,
+    log: bool = True,
     out: Path | None = None,
     on_cell: Callable[[Timing], None] | None = None,
+    settings: TimingSettings | None = None,
 ) -> dict[str, Any]:
-    """Measure, then keep and file: on disk first (`out`, else the spool under IPA_HOME), then MLflow, so
-    a failure to file says where the profile is kept and how to file it instead of losing minutes of
-    measurement. The summary `ipa profile --json` prints."""
+    """The one profile-and-register path (`ipa profile`, IpaProfileOperator, the demo): measure, then
+    keep and file: on disk first (`out`, else the spool under IPA_HOME), then MLflow, which also tags a
+    registered model version with the profile's summary (`filing.file_profile`), so a failure to file
+    says where the profile is kept and how to file it instead of losing minutes of measurement.
+    `settings` overrides how long each cell is timed (the demo's quick timing). Returns the summary
+    `ipa profile --json` prints, with the MLflow run id when `log`."""
     from .filing import keep, keep_and_file
     from .sweep import profile_registered, profile_zoo, summarise
 
     if job.zoo:
-        result = profile_zoo(job.zoo, job.request, on_cell=on_cell)
+        result = profile_zoo(job.zoo, job.request, on_cell=on_cell, settings=settings)
     elif job.model_ref and job.name:
         result = profile_registered(
-            job.model_ref, job.name, job.request, tracking_uri=registry.tracking_uri, on_cell=on_cell
+            job.model_ref,
+            job.name,
+            job.request,
+            tracking_uri=registry.tracking_uri,
+            on_cell=on_cell,
+            settings=settings,
         )
     else:
         raise ValueError("give a zoo model or a registered model version to profile")

@@ -278,6 +278,17 @@ class MlflowProfileRegistry:
             )
         raise RegistryError(f"MLflow holds no profile of {what}. Profile it with `ipa profile`.")
 
+    def find_profile(self, model_uri: str, shape) -> Profile | None:
+        """The newest profile of a model version on a spec's shape (any runtime), or None when MLflow holds
+        none: a registry variant without one waits for its profiling. MlflowUnreachable goes up."""
+        key = ProfileKey(model_uri, shape.hardware, shape.dtype, shape.resources.key, "")
+        try:
+            return self.latest(key, check_runtime=False)[0]
+        except MlflowUnreachable:
+            raise
+        except RegistryError:
+            return None
+
     def _download(self, run_id: str) -> Profile:
         with tempfile.TemporaryDirectory() as tmp:
             path = self._call(

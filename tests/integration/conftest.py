@@ -227,3 +227,16 @@ def prometheus_history(tmp_path_factory):
     )
     with running_prometheus(binary, root, "global: {scrape_interval: 1s}\nscrape_configs: []\n") as url:
         yield url, start, end
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """Airflow's metadata database (SQLite under the tests' AIRFLOW_HOME), migrated once."""
+    out = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "airflow"), "db", "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return os.environ["AIRFLOW_HOME"]

@@ -22,18 +22,6 @@ SECRET = "test-secret-" + uuid.uuid4().hex
 
 
 @pytest.fixture(scope="module")
-def airflow_db():
-    out = subprocess.run(
-        [os.path.join(os.path.dirname(sys.executable), "airflow"), "db", "migrate"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return os.environ["AIRFLOW_HOME"]
-
-
-@pytest.fixture(scope="module")
 def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
@@ -340,6 +328,84 @@ def test_profiling_dag_profiles_a_registered_version(dagbag, ipa_env, mlflow_ser
     assert run.state == "success"
     tags = mlflow.MlflowClient(mlflow_server).get_model_version("dag-classifier", "1").tags
     assert any(k.startswith("ipa.profile.airflow-cpu.cpu1.fp32") for k in tags)
+
+
+SPEC_ASKING = """
+name: asks
+sla_s: 0.5
+stages:
+  - name: classify
+    registered_model:
+      name: spec-classifier
+      select: {newest: 1}
+      accuracy: {tag: ipa.accuracy}
+      shapes:
+        - {hardware: ci-worker, resources: {cpu: 1}}
+        - {hardware: ci-worker, resources: {cpu: 2}}
+"""
+
+
+def test_profiling_dag_profiles_the_shapes_the_specs_ask_for(airflow_db, ipa_env, mlflow_server, monkeypatch):
+    """A spec takes its variants from a registered model on this worker's hardware with 1 and 2 cores:
+    the DAG profiles the new version on exactly those shapes, filed under the spec's hardware name (what
+    the planner looks up); no pod is needed, and the gate updates ipa://mlflow/profiles. A broken spec
+    beside it is skipped, not fatal."""
+    import mlflow
+    import torch
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    specs = ipa_env / "specs"
+    specs.mkdir()
+    (specs / "asks.yaml").write_text(SPEC_ASKING)
+    (specs / "broken.yaml").write_text("name: broken\n")  # no sla_s, no stages
+    # The DAG reads its settings when parsed: parse it again under these.
+    monkeypatch.setenv("IPA_SPECS_DIR", str(specs))
+    monkeypatch.setenv("IPA_PROFILE_HARDWARE", "ci-worker")
+    monkeypatch.setenv("IPA_PROFILE_BATCHES", "1")
+    dag = DagBag(str(REPO / "dags" / "ipa_profile_model_version.py")).get_dag("ipa_profile_model_version")
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_registry_uri(mlflow_server)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 4)).eval()
+    with mlflow.start_run():
+        mlflow.pytorch.log_model(
+            model,
+            name="model",
+            input_example=np.zeros((2, 16), np.float32),
+            registered_model_name="spec-classifier",
+        )
+    run = dag.test(run_conf={"name": "spec-classifier", "version": "1"})
+    assert run.state == "success"
+    state, found = _xcom(run, "targets")
+    assert state == "success"
+    assert [(t["hardware"], t["cpu"], t["where"]) for t in found] == [
+        ("ci-worker", 1.0, "worker"),
+        ("ci-worker", 2.0, "worker"),
+    ]
+    tags = mlflow.MlflowClient(mlflow_server).get_model_version("spec-classifier", "1").tags
+    assert {k.rsplit(".", 1)[0] for k in tags if k.endswith(".run_id") and k.startswith("ipa.profile")} == {
+        "ipa.profile.ci-worker.cpu1.fp32",
+        "ipa.profile.ci-worker.cpu2.fp32",
+    }
+    with create_session() as session:
+        tis = {
+            (ti.task_id, ti.map_index): ti
+            for ti in session.query(TaskInstance).filter_by(dag_id=run.dag_id, run_id=run.run_id)
+        }
+    assert sorted(ti.rendered_map_index for (task, _), ti in tis.items() if task == "profile") == [
+        "spec-classifier v1 on ci-worker cpu=1 fp32",
+        "spec-classifier v1 on ci-worker cpu=2 fp32",
+    ]
+    assert tis[("profile_pod", -1)].state == "skipped"  # nothing to profile in a pod
+    assert tis[("gate", -1)].state == "success"
+    [gated] = tis[("gate", -1)].xcom_pull(task_ids="gate")
+    assert (gated["name"], gated["version"]) == ("spec-classifier", "1")
+    # The version has no 'ipa.accuracy' tag: the gate says so on it, and it is no candidate.
+    [result] = gated["results"]
+    assert result["pipeline"] == "asks" and not result["passed"] and "no accuracy" in result["reason"]
+    assert tags["ipa.gate.asks"] == "fail"
+    assert [s["spec"].endswith("broken.yaml") for s in gated["skipped"]] == [True]
 
 
 def test_weekly_retraining_reads_the_last_days_from_prometheus(airflow_db, prometheus_history, mlflow_server):

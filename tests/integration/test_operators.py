@@ -1,4 +1,4 @@
-"""Operators and sensors that need no DAG run: the GPU profiling pod and the rollout sensor/trigger."""
+"""Operators and sensors that need no DAG run: the profiling pods and the rollout sensor/trigger."""
 
 from __future__ import annotations
 
@@ -43,6 +43,114 @@ def test_gpu_profile_pod_asks_for_a_gpu_node(tmp_path):
     assert "--device" in container.args and container.args[container.args.index("--device") + 1] == "cuda"
     assert container.resources.limits["nvidia.com/gpu"] == "1"
     assert pod.spec.node_selector == {"nvidia.com/gpu.present": "true"}
+
+
+def _profile_pods(kwargs_list, **partial):
+    """The pod operators a mapped `profile_pod` task builds at run time, one per expanded kwargs."""
+    import pendulum
+    from airflow.sdk import DAG
+    from ipa_airflow_provider.operators import IpaProfilePodOperator
+
+    with DAG("pods", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")):
+        mapped = IpaProfilePodOperator.partial(
+            task_id="profile_pod",
+            batch_sizes="1,2,4",
+            map_index_template="{{ task.target_label }}",
+            **partial,
+        ).expand_kwargs(kwargs_list)
+    return [mapped.unmap(kwargs) for kwargs in kwargs_list]
+
+
+def _cli_args(container):
+    """The pod's command line as `ipa` parses it (parsed only: nothing runs)."""
+    from ipa_airflow.cli import build_parser
+    from ipa_airflow.cli.profiling import cmd_profile
+    from ipa_airflow.profiling.sweep import parse_batch_sizes
+
+    assert container.command == ["ipa"]
+    args = build_parser().parse_args(container.args)
+    assert args.func is cmd_profile and args.json and not args.no_log
+    assert parse_batch_sizes(args.batch_sizes) == (1, 2, 4)
+    return args
+
+
+def test_mapped_profile_pods_run_the_profiler_on_each_targets_node_pool():
+    """The DAG maps the pod operator over the targets the specs ask for: each expanded pod goes to its
+    hardware's node pool with the replica's resources, and runs an `ipa profile` the CLI accepts."""
+    from ipa_airflow.profiling.targets import profiling_targets
+    from ipa_airflow.spec import PipelineSpec
+
+    spec = PipelineSpec.from_dict(
+        {
+            "name": "p",
+            "sla_s": 0.5,
+            "stages": [
+                {
+                    "name": "detect",
+                    "registered_model": {
+                        "name": "detector",
+                        "select": {"newest": 1},
+                        "accuracy": {"metric": "map"},
+                        "shapes": [
+                            {"hardware": "h100", "dtype": "fp16", "resources": {"gpu": 1}},
+                            {"hardware": "epyc", "resources": {"cpu": 2}},
+                            {"hardware": "airflow-cpu", "resources": {"cpu": 1}},
+                        ],
+                    },
+                }
+            ],
+        }
+    )
+    targets = profiling_targets("detector", "7", [spec], worker_hardware="airflow-cpu", fallback_threads=[1])
+    pods = [t.operator_kwargs() for t in targets if t.where == "pod"]
+    gpu_op, cpu_op = _profile_pods(pods, mlflow_tracking_uri="http://mlflow.mlops.svc:5000")
+
+    gpu_pod = gpu_op.build_pod_request_obj(dry_run=True)
+    assert gpu_pod.spec.node_selector == {"ipa.io/hardware": "h100"}
+    assert gpu_pod.metadata.namespace == "ipa-profiling" and gpu_pod.metadata.name.startswith(
+        "ipa-profile-h100"
+    )
+    [container] = gpu_pod.spec.containers
+    assert container.image == "ipa-airflow/profiler:0.1.0"
+    assert container.resources.limits == {"nvidia.com/gpu": "1"} and not container.resources.requests
+    args = _cli_args(container)
+    assert (args.model_uri, args.hardware, args.device, args.dtype) == (
+        "models:/detector/7",
+        "h100",
+        "cuda",
+        "fp16",
+    )
+    assert args.tracking_uri == "http://mlflow.mlops.svc:5000"
+    assert gpu_op.target_label == "detector v7 on h100 gpu=1 fp16"
+
+    cpu_pod = cpu_op.build_pod_request_obj(dry_run=True)
+    assert cpu_pod.spec.node_selector == {"ipa.io/hardware": "epyc"}
+    [container] = cpu_pod.spec.containers
+    assert container.resources.requests == {"cpu": "2"} and container.resources.limits == {"cpu": "2"}
+    args = _cli_args(container)
+    assert (args.hardware, args.device, args.threads, args.dtype) == ("epyc", "cpu", 2, "fp32")
+    assert cpu_op.target_label == "detector v7 on epyc cpu=2 fp32"
+
+    # The worker's own hardware is measured in-process, with the same arguments the DAG maps over.
+    from ipa_airflow_provider.operators import IpaProfileOperator
+
+    [worker] = [t.operator_kwargs() for t in targets if t.where == "worker"]
+    op = IpaProfileOperator(task_id="profile", **worker)
+    assert (op.hardware, op.device, op.threads) == ("airflow-cpu", "cpu", 1)
+    assert op.target_label == "detector v7 on airflow-cpu cpu=1 fp32"
+
+
+def test_a_profile_pod_refuses_what_it_cannot_measure_or_file():
+    from ipa_airflow_provider.profile import IpaProfilePodOperator, pod_tracking_uri
+
+    base = {"task_id": "p", "model_uri": "models:/m/1", "hardware": "epyc"}
+    with pytest.raises(ValueError, match="whole CPU threads, not cpu=0.5"):
+        IpaProfilePodOperator(**base, cpu=0.5)
+    with pytest.raises(ValueError, match="exactly one of cpu"):
+        IpaProfilePodOperator(**base, cpu=1, gpu=1)
+    with pytest.raises(ValueError, match="local MLflow store 'sqlite:///tmp/mlflow.db'"):
+        pod_tracking_uri("sqlite:///tmp/mlflow.db")
+    assert pod_tracking_uri("https://mlflow.example") == "https://mlflow.example"
 
 
 def test_rollout_sensor_and_trigger_follow_the_cluster(tmp_path):

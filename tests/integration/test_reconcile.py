@@ -290,3 +290,39 @@ def test_a_replica_change_keeps_the_running_batch_time_so_no_pod_restarts(video,
         for e in cluster.objects()["video-gpu-detect"]["spec"]["template"]["spec"]["containers"][0]["env"]
     }
     assert env["MLSERVER_MODEL_MAX_BATCH_TIME"] == "0.0123"
+
+
+def test_a_drift_that_persists_is_in_the_decision_and_asks_for_reprofiling_once(
+    video, cluster, clock, tmp_path
+):
+    """The plan step's drift check on what runs: a stage serving far slower than its profile says shows
+    as a gap in every decision, and asks for re-profiling exactly when the gap has lasted
+    `IPA_DRIFT_PERSIST` (3) decisions; its streak lives under the home between the DAG's runs."""
+    from ipa_airflow.adaptation import plan_task
+    from ipa_airflow.plans import Plan
+
+    spec_path = str(PIPELINES / "video-gpu.yaml")
+    first = plan_task(spec_path, _forecast(500.0), cluster.backend, home=tmp_path)
+    assert first["drift"] == {"measured": False}  # no metrics reader: not measured, said so
+    assert _go(Plan.from_dict(first["plan"]), video.spec, cluster, clock).ok
+
+    def slow(pipeline):  # every stage observed at 10 s, far over any profile
+        return {stage: 10_000.0 for stage in pipeline.spec.stage_names}
+
+    drifts = [
+        plan_task(spec_path, _forecast(500.0), cluster.backend, home=tmp_path, read_observed=slow)["drift"]
+        for _ in range(4)
+    ]
+    assert all(d["measured"] for d in drifts)
+    for d in drifts:
+        assert {g["stage"] for g in d["gaps"]} == set(video.spec.stage_names)
+        assert all(g["observed_p99_ms"] == 10_000.0 and g["ratio"] > 1 for g in d["gaps"])
+    assert [[g["reprofile"] for g in d["gaps"]] for d in drifts] == [
+        [False, False],
+        [False, False],
+        [True, True],
+        [False, False],
+    ]
+    # Zoo variants have no model version to re-profile: the gap says so instead of an event.
+    assert drifts[2]["events"] == [] and all(g["note"] for g in drifts[2]["gaps"])
+    assert (tmp_path / "drift" / "video-gpu.json").exists()

@@ -15,6 +15,7 @@ SECTIONS = {
     S.Adaptation: "`adaptation`",
     S.DeploymentSettings: "`deployment`",
     S.Stage: "`stages[]`",
+    S.RegisteredModel: "`stages[].registered_model`",
     S.Variant: "`stages[].variants[]`",
     S.Shape: "`shapes[]`",
 }

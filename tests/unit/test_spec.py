@@ -300,11 +300,13 @@ def test_every_spec_model_is_strict_and_refuses_inf_nan():
     from pydantic import BaseModel
 
     import ipa_airflow.spec as spec_module
+    import ipa_airflow.spec_settings as settings_module
 
     models = [
         m
-        for m in vars(spec_module).values()
-        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == spec_module.__name__
+        for module in (spec_module, settings_module)
+        for m in vars(module).values()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == module.__name__
     ]
     assert len(models) >= 10
     for m in models:
