@@ -24,7 +24,8 @@ Configuration (environment, read once at parse time by `load_settings()`):
 
 Tasks: versions_to_profile -> targets -> on_worker -> profile (mapped, IpaProfileOperator)
                                       -> in_pods   -> profile_pod (mapped, IpaProfilePodOperator)
-       versions_to_profile, profile, profile_pod -> gate (none_failed; outlet ipa://mlflow/profiles)
+       versions_to_profile, profile, profile_pod -> gate (all_done; outlet ipa://mlflow/profiles)
+       profile, profile_pod -> all_profiled (the run fails when a profiling task failed)
 """
 
 from __future__ import annotations
@@ -106,7 +107,9 @@ with DAG(
 
         return [ProfilingTarget.from_dict(t).operator_kwargs() for t in found if t["where"] == "pod"]
 
-    @task(outlets=[PROFILES], trigger_rule="none_failed")
+    # all_done: the shapes that were profiled are in MLflow even when another shape's task failed, and the
+    # planner must not use them ungated.
+    @task(outlets=[PROFILES], trigger_rule="all_done")
     def gate(versions: list[str]) -> list[dict]:
         """The SLO gate of every version for every pipeline that would use it, at the recent peak load:
         the verdict as tags on the version (ipa.gate.<pipeline>); with IPA_GATE_ALIAS, that alias moved
@@ -160,3 +163,10 @@ with DAG(
         map_index_template="{{ task.target_label }}",
     ).expand_kwargs(in_pods(found))
     [on_this_worker, in_a_pod] >> gate(versions)
+
+    @task(trigger_rule="none_failed")
+    def all_profiled() -> None:
+        """Fails (upstream_failed) when a profiling task failed, so the run says so: the gate runs on
+        what was profiled either way."""
+
+    [on_this_worker, in_a_pod] >> all_profiled()

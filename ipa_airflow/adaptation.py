@@ -22,8 +22,8 @@ from .forecasting.catalog import forecaster
 from .forecasting.mlflow_store import load_forecaster
 from .forecasting.sources import read_trace
 from .forecasting.step import forecast_for
-from .pipeline_cache import live_pipeline, planned_pipeline
-from .pipelines import Pipeline
+from .pipeline_cache import cache_file, live_pipeline
+from .pipelines import Pipeline, with_registry_variants
 from .settings import load_settings
 from .spec import Adaptation, load_spec
 
@@ -126,6 +126,12 @@ def plan_task(
     return replace(decision, drift=drift).to_dict()
 
 
+def drift_file(home: Path, spec_path: str | Path) -> Path:
+    """Where a spec's drift streaks live between decisions: one file per spec file, as the kept pipeline
+    (two specs may name the same pipeline in two namespaces)."""
+    return cache_file(home, spec_path).parent.parent / "drift" / cache_file(home, spec_path).name
+
+
 def drift_check(ctx, decision, read_observed, *, home: Path) -> dict[str, Any]:
     """What ran while the p99 was observed, against its profile: the gaps, and the re-profiling events
     of gaps that persisted (`control.drift`). The streaks live in a small file under `home` between the
@@ -144,7 +150,7 @@ def drift_check(ctx, decision, read_observed, *, home: Path) -> dict[str, Any]:
         log.warning("drift not measured: %s", exc)
         return {"measured": False, "note": f"not measured: {exc}"}
     drift = load_settings().drift
-    path = home / "drift" / f"{ctx.spec.name}.json"
+    path = drift_file(home, ctx.pipeline.source)
     try:
         state = DriftState.from_dict(json.loads(path.read_text()))
     except (FileNotFoundError, ValueError, KeyError, TypeError):
@@ -159,7 +165,9 @@ def drift_check(ctx, decision, read_observed, *, home: Path) -> dict[str, Any]:
         buckets_ms=MLSERVER_BUCKETS_MS,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(state.to_dict()))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state.to_dict()))
+    tmp.replace(path)  # a reader never sees half a file
     return {
         "measured": True,
         "gaps": [g.to_dict() for g in gaps],
@@ -177,12 +185,12 @@ def reconcile_task(
     **waits,
 ) -> dict | None:
     """Apply the decision's plan when it changes what runs; None when it does not (nothing to do). The
-    plan is rendered from the pipeline it was made on (kept by the plan task: registry variants are not
-    in the spec file), else from the spec file."""
-    kept = planned_pipeline(spec_path, home or load_settings().home)
-    spec = kept.spec if kept is not None else load_spec(spec_path)  # rendering needs no profiles
+    registry variants the plan runs come with the decision (the spec file does not list them), so this
+    needs nothing the plan task kept on its own disk."""
+    the_decision = control.Decision.from_dict(decision)
+    spec = with_registry_variants(load_spec(spec_path), the_decision.pipeline.get("variants") or {})
     result = control.apply(
-        control.Decision.from_dict(decision),
+        the_decision,
         spec,
         backend,
         base=Path(spec_path).parent,

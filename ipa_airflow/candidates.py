@@ -8,7 +8,7 @@ its profiling. Every version looked at gets a `Candidate` saying which and why, 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -75,18 +75,36 @@ class Candidate:
         return what if self.status == "candidate" else f"{what} {self.status}: {self.reason}"
 
 
-def selected(selector: VersionSelector, versions: Sequence[RegisteredVersion]) -> list[RegisteredVersion]:
-    """The versions the selector picks, newest first: by alias, by tag, and the newest N (a union)."""
+def selected(
+    selector: VersionSelector,
+    versions: Sequence[RegisteredVersion],
+    can_run: Callable[[RegisteredVersion], bool] = lambda v: True,
+) -> tuple[list[RegisteredVersion], list[RegisteredVersion]]:
+    """The versions the selector picks, newest first: every version an alias names or with the tag, and
+    the newest N that `can_run` (an accuracy, no failed gate, a profile): a version registered a minute
+    ago and not yet profiled must not push the last one that runs out of the stage. Also the versions
+    newer than the N-th pick that cannot run (passed over), so the decision can say why."""
     ordered = sorted(versions, key=lambda v: int(v.version), reverse=True)
     picked: dict[str, RegisteredVersion] = {}
-    if selector.newest:
-        picked.update((v.version, v) for v in ordered[: selector.newest])
     if selector.tag is not None:
         key, _, value = selector.tag.partition("=")
         picked.update((v.version, v) for v in ordered if v.tags.get(key) == value)
     for alias in selector.aliases:
         picked.update((v.version, v) for v in ordered if alias in v.aliases)
-    return [v for v in ordered if v.version in picked]
+    passed_over = []
+    if selector.newest:
+        runnable = 0
+        for v in ordered:
+            if runnable == selector.newest:
+                break
+            if v.version in picked:
+                runnable += can_run(v)
+            elif can_run(v):
+                picked[v.version] = v
+                runnable += 1
+            else:
+                passed_over.append(v)
+    return [v for v in ordered if v.version in picked], passed_over
 
 
 def accuracy_of(source: AccuracySource, version: RegisteredVersion) -> tuple[float | None, str]:
@@ -115,17 +133,16 @@ def accuracy_of(source: AccuracySource, version: RegisteredVersion) -> tuple[flo
 def registry_variants(
     pipeline: str, stage: str, source: RegisteredModel, versions: Sequence[RegisteredVersion]
 ) -> tuple[list[Variant], list[Candidate]]:
-    """The selected versions as variants of `stage` (every shape of the source), and a Candidate for every
-    selected version, excluded ones with their reason. Profiles are matched afterwards (`pipelines`)."""
+    """These versions as variants of `stage` (every shape of the source), and a Candidate for each,
+    excluded ones with their reason. Which versions: `selected`; profiles are matched by `pipelines`."""
     variants, seen = [], []
-    for version in selected(source.select, versions):
+    for version in versions:
         name = source.variant_name(version.version)
         accuracy, problem = accuracy_of(source.accuracy, version)
-        gate = version.tags.get(gate_tag(pipeline))
         if accuracy is None:
             seen.append(Candidate(stage, name, version.model_uri, "excluded", problem))
             continue
-        if gate == "fail":
+        if version.tags.get(gate_tag(pipeline)) == "fail":
             why = version.tags.get(f"{gate_tag(pipeline)}.reason", "see the version's ipa.gate tags")
             seen.append(
                 Candidate(stage, name, version.model_uri, "excluded", f"failed the SLO gate: {why}", accuracy)

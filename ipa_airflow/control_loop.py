@@ -25,6 +25,8 @@ from .forecasting.base import FittedForecaster, Forecast
 from .forecasting.sources import LoadSourceError
 from .forecasting.step import forecast_for
 from .pipelines import Pipeline, load_pipeline
+from .profiles import ProfileError
+from .spec import SpecError, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +71,19 @@ def run_loop(
     gives the pipeline of each decision (the operator's reads MLflow, kept between decisions); default:
     the spec's files."""
     summary, last_good = LoopSummary(), None
+    spacing_s = load_spec(spec_path).adaptation.spacing_s
     start = clock()
     tick = start
     while True:
         at = now()
-        pipeline = load(at) if load is not None else load_pipeline(spec_path)
         try:
+            pipeline = load(at) if load is not None else load_pipeline(spec_path)
+            spacing_s = pipeline.spec.adaptation.spacing_s
             f = forecast_for(
                 read_rates, fitted, now=at, adaptation=pipeline.spec.adaptation, last_good=last_good
             )
-        except LoadSourceError as exc:
+        except (ProfileError, SpecError, LoadSourceError) as exc:
+            # MLflow down with nothing kept, no version that can run, no load: this tick only.
             log.warning("no decision at %.0f s: %s", tick - start, exc)
             summary.skipped.append(f"{tick - start:.0f} s: {exc}")
         else:
@@ -91,7 +96,7 @@ def run_loop(
                 summary.failed_reconciles += 1
                 log.warning("no decision applied at %.0f s: %s", tick - start, exc)
                 summary.skipped.append(f"{tick - start:.0f} s: {exc}")
-        tick = control.next_tick(tick, pipeline.spec.adaptation.spacing_s, clock())
+        tick = control.next_tick(tick, spacing_s, clock())
         if tick - start >= duration_s:
             return summary
         sleep(max(0.0, tick - clock()))

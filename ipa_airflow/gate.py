@@ -19,7 +19,7 @@ from .plans import Plan
 from .profiles import ProfileSet
 from .spec import Variant
 
-PASS, FAIL = "pass", "fail"
+PASS, FAIL, PENDING = "pass", "fail", "pending"
 # Model-version tag values: MLflow 3 keeps 100,000 characters, older servers' schemas 5,000. The UI shows
 # far less; a value cut here says so, and how much was left out.
 TAG_VALUE_MAX = 5000
@@ -41,13 +41,20 @@ class GateResult:
     plan_summary: str  # the best plan's figures (the best-effort plan's when it fails); '' without a plan
     binding: tuple[str, ...]  # constraints that bind, or, when it fails, that cannot be met
     checked_at: str  # ISO time of the check
+    # No plan could be made (no profile, no accuracy yet): 'pending', not 'fail', so the version is not
+    # shut out for good before its profile or accuracy arrives.
+    pending: bool = False
+
+    @property
+    def verdict(self) -> str:
+        return PASS if self.passed else PENDING if self.pending else FAIL
 
     def to_tags(self) -> dict[str, str]:
         """'ipa.gate.<pipeline>' = 'pass' | 'fail', the details under it. Every field is written, empty
         ones as '-', so no detail of an earlier check outlives a re-check."""
         key = gate_tag(self.pipeline)
         tags = {
-            key: PASS if self.passed else FAIL,
+            key: self.verdict,
             f"{key}.reason": self.reason,
             f"{key}.stage": self.stage,
             f"{key}.peak_rps": f"{self.peak_rps:.6g}",
@@ -63,7 +70,7 @@ class GateResult:
         return d
 
     def describe(self) -> str:
-        verdict = PASS if self.passed else FAIL.upper()
+        verdict = self.verdict if self.passed else self.verdict.upper()
         return f"{self.pipeline} ({self.stage}={self.variant}): {verdict}: {self.reason}"
 
 
@@ -140,6 +147,7 @@ def gate_version(
         wanted = ", ".join(f"{s.hardware} {s.resources.key} {s.dtype}" for s in variant.shapes)
         return replace(
             unplanned,
+            pending=True,
             reason=f"not profiled on {wanted}: profile it on the pipeline's shapes, then gate it again",
         )
     alone = with_stage_alone(pipeline, stage, variant.model_copy(update={"shapes": profiled}))

@@ -96,9 +96,3 @@ def live_pipeline(
     pipeline = replace(pipeline, refreshed_at=now.isoformat(timespec="seconds"))
     save(pipeline, home)
     return pipeline
-
-
-def planned_pipeline(spec_path: str | Path, home: Path) -> Pipeline | None:
-    """The pipeline the last plan of this spec was made on (for the reconcile, which must render the
-    variants the plan names, registry ones included); None when none is kept."""
-    return load_cached(spec_path, home)

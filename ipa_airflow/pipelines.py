@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .candidates import Candidate, registry_variants
+from .candidates import Candidate, registry_variants, selected
 from .profiles import ProfileError, ProfileSet
-from .spec import PipelineSpec, SpecError, Stage, load_spec
+from .spec import PipelineSpec, SpecError, Stage, Variant, load_spec
 
 
 @dataclass(frozen=True)
@@ -119,34 +119,37 @@ def _resolve_registry(
     spec: PipelineSpec, profiles: ProfileSet, registry, path: Path
 ) -> tuple[PipelineSpec, ProfileSet, list[Candidate]]:
     """Every registry stage with its selected, profiled versions added to its listed variants."""
+    from .registry.mlflow_profiles import MlflowUnreachable
     from .registry.model_versions import read_versions
 
     stages, found, seen, problems = [], dict(profiles.profiles), [], []
+    looked_up: dict[tuple, dict] = {}  # each version's profiles, read from MLflow once
     for i, stage in enumerate(spec.stages):
         source = stage.registered_model
         if source is None:
             stages.append(stage)
             continue
         try:
-            variants, looked_at = registry_variants(
-                spec.name, stage.name, source, read_versions(registry, source)
-            )
-        except ProfileError as exc:  # RegistryError: the model does not exist (MlflowUnreachable goes up)
-            from .registry.mlflow_profiles import MlflowUnreachable
-
-            if isinstance(exc, MlflowUnreachable):
-                raise
+            versions = read_versions(registry, source)
+        except MlflowUnreachable:
+            raise
+        except ProfileError as exc:  # RegistryError: the registered model does not exist
             problems.append((f"stages[{i}].registered_model.name", str(exc)))
             continue
+
+        def can_run(version, stage=stage, source=source) -> bool:
+            variants, _ = registry_variants(spec.name, stage.name, source, [version])
+            return bool(variants) and bool(_profiles_of(registry, variants[0], looked_up))
+
+        picked, passed_over = selected(source.select, versions, can_run)
+        variants, looked_at = registry_variants(spec.name, stage.name, source, picked + passed_over)
         kept = []
-        for variant, cand in zip(variants, [c for c in looked_at if c.status == "candidate"], strict=True):
-            shapes = []
-            for shape in variant.shapes:
-                profile = registry.find_profile(variant.model_uri, shape)
-                if profile is not None:
-                    found[variant.profile_id(shape)] = replace(profile, model=variant.profile_model)
-                    shapes.append(shape)
-            if shapes:
+        for variant in variants:
+            got = _profiles_of(registry, variant, looked_up)
+            cand = next(c for c in looked_at if c.variant == variant.name)
+            if got:
+                found.update(got)
+                shapes = [sh for sh in variant.shapes if variant.profile_id(sh) in got]
                 kept.append(variant.model_copy(update={"shapes": shapes}))
             else:
                 wanted = ", ".join(f"{s.hardware} {s.resources.key} {s.dtype}" for s in variant.shapes)
@@ -156,18 +159,53 @@ def _resolve_registry(
                     reason=f"not profiled yet on {wanted}; the profiling DAG files it",
                 )
         seen += looked_at
-        variants = [*stage.variants, *kept]
-        if not variants:
+        clash = {v.name for v in stage.variants} & {v.name for v in kept}
+        if clash:
+            problems.append(
+                (
+                    f"stages[{i}].variants",
+                    f"the listed variant {sorted(clash)[0]!r} has the name a version of "
+                    f"'{source.name}' takes: rename it, or set registered_model.variant_prefix",
+                )
+            )
+            continue
+        all_variants = [*stage.variants, *kept]
+        if not all_variants:
             why = (
                 "; ".join(c.describe() for c in looked_at)
                 or f"the selector picks no version of '{source.name}'"
             )
             problems.append((f"stages[{i}].registered_model", f"no version can run: {why}"))
             continue
-        stages.append(_with_variants(stage, variants))
+        stages.append(_with_variants(stage, all_variants))
     if problems:
         raise SpecError(str(path), problems)
     return spec.model_copy(update={"stages": stages}), ProfileSet(found), seen
+
+
+def _profiles_of(registry, variant, looked_up: dict[tuple, dict]) -> dict:
+    """The MLflow profiles of a registry variant's shapes, by the ids the spec gives them."""
+    key = (variant.name, variant.model_uri, tuple(variant.profile_id(sh) for sh in variant.shapes))
+    if key not in looked_up:
+        got = {}
+        for shape in variant.shapes:
+            profile = registry.find_profile(variant.model_uri, shape)
+            if profile is not None:
+                got[variant.profile_id(shape)] = replace(profile, model=variant.profile_model)
+        looked_up[key] = got
+    return looked_up[key]
+
+
+def with_registry_variants(spec: PipelineSpec, variants: Mapping[str, Mapping[str, Any]]) -> PipelineSpec:
+    """The spec with the registry variants a decision names (stage -> the variant's dict) added to their
+    stages, as `resolve` would: what the reconcile renders from."""
+    stages = []
+    for stage in spec.stages:
+        extra = variants.get(stage.name)
+        if extra is not None and extra["name"] not in {v.name for v in stage.variants}:
+            stage = _with_variants(stage, [*stage.variants, Variant.model_validate(dict(extra))])
+        stages.append(stage)
+    return spec.model_copy(update={"stages": stages})
 
 
 def _with_variants(stage: Stage, variants: list) -> Stage:

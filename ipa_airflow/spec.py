@@ -208,6 +208,22 @@ class RegisteredModel(_Strict):
     # Variant names end up in label values (63 characters), with '-v<version>' appended.
     variant_prefix: Annotated[str, Field(min_length=1, max_length=50, pattern=LABEL_VALUE)] | None = None
 
+    @model_validator(mode="after")
+    def _own_profiles(self) -> RegisteredModel:
+        # Each version has its own profile ('<prefix>-v<N>/<hardware>/...'); one fixed id would give
+        # every version the latencies of whichever was read last.
+        for k, shape in enumerate(self.shapes):
+            if shape.profile is not None:
+                raise FieldProblems(
+                    [
+                        (
+                            f"shapes[{k}].profile",
+                            "each version is profiled on its own: leave 'profile' out here",
+                        )
+                    ]
+                )
+        return self
+
     @property
     def prefix(self) -> str:
         if self.variant_prefix:

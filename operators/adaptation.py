@@ -56,7 +56,7 @@ class IpaPlanOperator(_ClusterMixin, BaseOperator):
         **kwargs,
     ):
         # The profiling DAG's event on this asset says MLflow holds new profiles: read the registry again.
-        kwargs.setdefault("inlets", [Asset(PROFILES_URI)])
+        kwargs["inlets"] = [*(kwargs.get("inlets") or []), Asset(PROFILES_URI)]
         super().__init__(**kwargs)
         self.spec_path, self.forecast, self.quantile, self.policy = spec_path, forecast, quantile, policy
         self.cluster_backend, self.kubernetes_conn_id = cluster_backend, kubernetes_conn_id
@@ -133,8 +133,8 @@ def profiles_changed_at(context):
     """When the profiling DAG last said MLflow holds new profiles (None when it never did, or the task
     has no such inlet): the planner reads the registry again when its kept copy is older."""
     try:
-        events = context["inlet_events"][Asset(PROFILES_URI)]
-        return events[-1].timestamp if len(events) else None
+        newest = list(context["inlet_events"][Asset(PROFILES_URI)].ascending(False).limit(1))
+        return newest[0].timestamp if newest else None
     except Exception:  # noqa: BLE001 - no inlet or no event store (a bare test context): age alone decides
         return None
 
@@ -282,6 +282,7 @@ class IpaAdaptationLoopOperator(_ClusterMixin, IpaForecastOperator):
         simulated_startup_s: float = 0.0,
         **kwargs,
     ):
+        kwargs["inlets"] = [*(kwargs.get("inlets") or []), Asset(PROFILES_URI)]  # see IpaPlanOperator
         super().__init__(spec_path=spec_path, **kwargs)
         self.duration_s, self.quantile, self.policy = duration_s, quantile, policy
         self.cluster_backend, self.kubernetes_conn_id = cluster_backend, kubernetes_conn_id
@@ -308,7 +309,8 @@ class IpaAdaptationLoopOperator(_ClusterMixin, IpaForecastOperator):
     def execute(self, context) -> dict[str, Any]:
         from ipa_airflow.adaptation import forecaster_for
         from ipa_airflow.control_loop import run_loop
-        from ipa_airflow.decisions import log_decision
+        from ipa_airflow.decisions import keep_decision, log_decision
+        from ipa_airflow.registry.mlflow_profiles import RegistryError, mlflow_errors
 
         mlflow = IpaMlflowHook(self.ipa_mlflow_conn_id)
         registry = mlflow.get_conn()
@@ -320,12 +322,16 @@ class IpaAdaptationLoopOperator(_ClusterMixin, IpaForecastOperator):
             self.log.warning(why)
 
         def record(rec) -> None:
-            log_decision(
-                rec,
-                tracking_uri=registry.tracking_uri,
-                experiment=DECISIONS_EXPERIMENT,
-                artifact_root=registry.artifact_root,
-            )
+            try:
+                with mlflow_errors(registry.tracking_uri, "record the decision"):
+                    log_decision(
+                        rec,
+                        tracking_uri=registry.tracking_uri,
+                        experiment=DECISIONS_EXPERIMENT,
+                        artifact_root=registry.artifact_root,
+                    )
+            except RegistryError as exc:  # MLflow down: keep deciding, keep the record
+                self.log.warning("%s; the decision record is kept at %s", exc, keep_decision(rec))
             self.log.info("%s", rec.why)
 
         from ipa_airflow.pipeline_cache import live_pipeline
@@ -340,6 +346,7 @@ class IpaAdaptationLoopOperator(_ClusterMixin, IpaForecastOperator):
                 home=settings.home,
                 now=at,
                 max_age_s=settings.registry.pipeline_max_age_s,
+                profiles_changed_at=profiles_changed_at(context),  # asked afresh at each tick
             )
 
         summary = run_loop(

@@ -36,6 +36,7 @@ def _env(home: Path) -> None:
     # The demo's pipeline takes its classifier from the registry; this worker is its 'demo-cpu' shape.
     os.environ["IPA_SPECS_DIR"] = str(Path(__file__).resolve().parent.parent / "profiles" / "registry")
     os.environ["IPA_PROFILE_HARDWARE"] = "demo-cpu"
+    os.environ["IPA_ADAPTATION_LOOP_S"] = "0"  # one decision per DAG run, whatever the user's setting
     os.environ.setdefault("IPA_PROFILE_BATCHES", "1,2,4")
 
 
@@ -231,6 +232,8 @@ def run(home: Path, console) -> dict:
         "decisions": decisions,
         "wall_s": time.perf_counter() - t0,
         "profiling_state": str(pr.state),
-        # Every DAG run succeeded: the demo's exit status.
-        "ok": str(pr.state).endswith("success") and all(s.endswith("success") for _, s, _ in decisions),
+        # Every DAG run succeeded and the new version runs: the demo's exit status.
+        "ok": adopted
+        and str(pr.state).endswith("success")
+        and all(s.endswith("success") for _, s, _ in decisions),
     }

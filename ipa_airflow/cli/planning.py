@@ -18,13 +18,19 @@ def _add_tracking_uri(p, what: str) -> None:
     p.add_argument("--tracking-uri", type=at.tracking_uri, help=f"read {what} from this MLflow")
 
 
-def _registry(args):
-    """The MLflow registry `--tracking-uri` names, or None."""
-    if not getattr(args, "tracking_uri", None):
-        return None
+def _registry(args, spec_path: str | None = None):
+    """The MLflow registry `--tracking-uri` names; for a spec with a registry stage, the settings' one
+    (MLFLOW_TRACKING_URI, else the local store) when none is named; else None."""
     from ..registry import registry_for
 
-    return registry_for(args.tracking_uri)
+    if getattr(args, "tracking_uri", None):
+        return registry_for(args.tracking_uri)
+    if spec_path is not None:
+        from ..spec import load_spec
+
+        if load_spec(spec_path).from_registry:
+            return registry_for(None)
+    return None
 
 
 # ---- validate ---------------------------------------------------------------------------------------
@@ -43,11 +49,7 @@ def add_validate(sub) -> None:
 def cmd_validate(args) -> int:
     failed = 0
     results = []
-    registry = None
-    if args.tracking_uri:
-        from ..registry import registry_for
-
-        registry = registry_for(args.tracking_uri)
+    registry = _registry(args)  # a registry stage is checked against MLflow only when it is named
     for path in args.specs:
         try:
             notes = check_pipeline(path, registry=registry)
@@ -84,12 +86,7 @@ def add_plan(sub) -> None:
 
 
 def cmd_plan(args) -> int:
-    registry = None
-    if args.tracking_uri:
-        from ..registry import registry_for
-
-        registry = registry_for(args.tracking_uri)
-    pipeline = load_pipeline(args.spec, registry=registry, runtime=args.runtime)
+    pipeline = load_pipeline(args.spec, registry=_registry(args, args.spec), runtime=args.runtime)
     result = plan(pipeline.spec, pipeline.profiles, args.load, policy=args.policy, solver=args.solver)
     if args.out:
         Path(args.out).write_text(result.to_json())
@@ -118,7 +115,7 @@ def cmd_manifests(args) -> int:
     from ..cluster.desired import desired_state
     from ..plans import load_plan
 
-    pipeline = load_pipeline(args.spec, registry=_registry(args))
+    pipeline = load_pipeline(args.spec, registry=_registry(args, args.spec))
     if args.plan:
         the_plan = load_plan(args.plan)
     else:
@@ -166,7 +163,7 @@ def cmd_reconcile(args) -> int:
     from ..cluster.reconcile import reconcile
     from ..plans import load_plan
 
-    pipeline = load_pipeline(args.spec, registry=_registry(args))
+    pipeline = load_pipeline(args.spec, registry=_registry(args, args.spec))
     the_plan = load_plan(args.plan, pipeline.spec)
     backend = backend_for(
         args.backend,

@@ -59,7 +59,7 @@ def decide(ctx: Context) -> tuple[Decision, Any]:
         load_rps=load,
         solve_s=proposal.solve_time_s,
         models=models_of(ctx, switch.plan),
-        pipeline=pipeline_info(ctx),
+        pipeline=pipeline_info(ctx, switch.plan),
     )
     return decision, ctx.state
 
@@ -69,15 +69,33 @@ def models_of(ctx: Context, plan: Plan) -> dict[str, str]:
     out = {}
     for s in plan.stages:
         uri = ctx.pipeline.model_uri(s.stage, s.variant)
-        out[s.stage] = uri or f"zoo:{s.variant}"
+        out[s.stage] = uri or f"zoo:{_profile_model(ctx, s.stage, s.variant)}"
     return out
 
 
-def pipeline_info(ctx: Context) -> dict[str, Any]:
+def _profile_model(ctx: Context, stage: str, variant: str) -> str:
+    for v in ctx.spec.stage(stage).variants:
+        if v.name == variant:
+            return v.profile_model
+    return variant
+
+
+def pipeline_info(ctx: Context, plan: Plan) -> dict[str, Any]:
+    """Where the pipeline came from, every registry version looked at, and the registry variants the
+    plan runs: the reconcile renders them (the spec file does not list them), on whatever worker."""
     p = ctx.pipeline
+    listed = {(s.name, v.name) for s in ctx.spec.stages if s.registered_model is None for v in s.variants}
+    variants = {}
+    for s in plan.stages:
+        if (s.stage, s.variant) in listed:
+            continue
+        for v in ctx.spec.stage(s.stage).variants:
+            if v.name == s.variant and v.model_uri and ctx.spec.stage(s.stage).registered_model is not None:
+                variants[s.stage] = v.model_dump(mode="json", exclude_none=True)
     return {
         "origin": p.origin,
         "note": p.note,
         "refreshed_at": p.refreshed_at,
         "candidates": [c.to_dict() for c in p.candidates],
+        "variants": variants,
     }

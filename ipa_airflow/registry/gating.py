@@ -17,7 +17,7 @@ from ..candidates import RegisteredVersion, gate_tag, registry_variants
 from ..gate import GateResult, gate_version, promotion_refusal
 from ..pipelines import Pipeline
 from ..profiles import ProfileError, ProfileSet
-from ..spec import PipelineSpec, SpecError, Stage, VersionSelector, load_spec
+from ..spec import PipelineSpec, SpecError, Stage, load_spec
 from .mlflow_profiles import MlflowProfileRegistry, MlflowUnreachable
 from .model_versions import set_version_tags
 
@@ -174,8 +174,7 @@ def _gate_stage(
     # The variant the live plan would build were the version selected and not failed before: the gate
     # judges it whatever the selector or an earlier verdict says (a re-profiled version may pass now).
     ungated = replace(version, tags={k: v for k, v in version.tags.items() if k != gate_tag(spec.name)})
-    only_this = source.model_copy(update={"select": VersionSelector(newest=1)})
-    variants, looked_at = registry_variants(spec.name, stage.name, only_this, [ungated])
+    variants, looked_at = registry_variants(spec.name, stage.name, source, [ungated])
     if not variants:  # no accuracy: no plan can weigh it
         return GateResult(
             pipeline=spec.name,
@@ -188,6 +187,7 @@ def _gate_stage(
             plan_summary="",
             binding=(),
             checked_at=now.isoformat(timespec="seconds"),
+            pending=True,  # gated again once it has an accuracy
         )
     variant = variants[0]
     profiles = {}

@@ -10,6 +10,8 @@ from ..candidates import RegisteredVersion, selected
 from ..spec import RegisteredModel
 from .mlflow_profiles import MlflowProfileRegistry, MlflowUnreachable, RegistryError
 
+NEWEST_READ = 20  # the newest versions whose source runs are read for an accuracy metric
+
 
 def read_versions(registry: MlflowProfileRegistry, source: RegisteredModel) -> list[RegisteredVersion]:
     """Every version of the source's registered model that its selector could pick; the source run's
@@ -43,6 +45,24 @@ def read_versions(registry: MlflowProfileRegistry, source: RegisteredModel) -> l
     ]
     if source.accuracy.metric is None:
         return versions
+    # The runs of the versions the selector could pick: those an alias or the tag names, and the newest
+    # ones (the newest N that can run may lie below newer ones that cannot).
+    explicit = source.select.model_copy(update={"newest": None})
+    wanted = {v.version for v in selected(explicit, versions)[0]}
+    wanted |= {v.version for v in sorted(versions, key=lambda v: int(v.version), reverse=True)[:NEWEST_READ]}
+    out = []
+    for v in versions:
+        if v.version in wanted and v.run_id:
+            try:
+                run = registry._call(f"read the source run of {name} v{v.version}", client.get_run, v.run_id)
+                v = replace(v, run_metrics=dict(run.data.metrics))
+            except MlflowUnreachable:
+                raise
+            except RegistryError:  # the run was deleted or is elsewhere: no accuracy, and accuracy_of says so
+                pass
+        out.append(v)
+    versions = out
+    return versions
     picked = {v.version for v in selected(source.select, versions)}  # read the runs of these only
     out = []
     for v in versions:

@@ -158,14 +158,22 @@ def test_re_gating_after_re_profiling_turns_a_fail_into_a_pass(model):
     assert tags["ipa.gate.gated"] == "pass" and tags["ipa.gate.gated.binding"] == "-"
 
 
-def test_a_version_without_accuracy_or_profile_fails_with_that_reason(model):
+def test_a_version_without_accuracy_or_profile_is_pending_not_failed(model):
+    """No plan can be made yet: the verdict is 'pending' with the reason, so the version is not shut out
+    for good (a 'fail' excludes it) before its accuracy or profile arrives; an alias does not move to it."""
     no_accuracy = model.version(accuracy=None, p99_ms=10)
     [result] = model.gate(no_accuracy).results
     assert not result.passed and result.reason.startswith("no accuracy: no tag 'accuracy'")
+    assert model.tags(no_accuracy)["ipa.gate.gated"] == "pending"
     unprofiled = model.version()
     [result] = model.gate(unprofiled).results
     assert not result.passed and result.reason.startswith("not profiled on ci-cpu cpu=1 fp32")
+    assert model.tags(unprofiled)["ipa.gate.gated"] == "pending"
     assert model.tags(unprofiled)["ipa.gate.gated.plan"] == "-"
+    with pytest.raises(PromotionRefused, match="pending"):
+        promote(model.registry, model.name, unprofiled, "champion")
+    model.profile(unprofiled, 10)  # profiled now: the same version passes
+    assert model.gate(unprofiled).passed
 
 
 def test_promote_refuses_the_failing_version_and_moves_to_the_passing_one(model):

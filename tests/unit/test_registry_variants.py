@@ -74,8 +74,52 @@ def test_a_bad_registered_model_names_the_field(change, where, says):
 def test_the_selector_is_a_union_of_newest_tag_and_aliases_newest_first():
     versions = [_v("1", aliases=["champion"]), _v("2", {"ipa.candidate": "true"}), _v("3"), _v("4")]
     pick = VersionSelector(newest=1, tag="ipa.candidate=true", aliases=["champion"])
-    assert [v.version for v in selected(pick, versions)] == ["4", "2", "1"]
-    assert [v.version for v in selected(VersionSelector(aliases=["gone"]), versions)] == []
+    assert [v.version for v in selected(pick, versions)[0]] == ["4", "2", "1"]
+    assert selected(VersionSelector(aliases=["gone"]), versions) == ([], [])
+
+
+def test_newest_counts_the_versions_that_can_run_so_a_new_one_does_not_push_the_running_one_out():
+    """A version registered a minute ago (not profiled) or failed at the gate does not take the place of
+    the newest one that runs: the newest N are counted among those that can run, and the ones passed
+    over are returned so the decision can say why."""
+    versions = [_v("1"), _v("2"), _v("3"), _v("4")]
+    can_run = {"1": True, "2": True, "3": False, "4": False}
+    picked, passed_over = selected(VersionSelector(newest=1), versions, lambda v: can_run[v.version])
+    assert [v.version for v in picked] == ["2"] and [v.version for v in passed_over] == ["4", "3"]
+    picked, passed_over = selected(VersionSelector(newest=2), versions, lambda v: can_run[v.version])
+    assert [v.version for v in picked] == ["2", "1"]
+    # An alias that names a version that cannot run still picks it (and the decision says why it is out).
+    versions[3] = _v("4", aliases=["champion"])
+    picked, _ = selected(
+        VersionSelector(newest=1, aliases=["champion"]), versions, lambda v: can_run[v.version]
+    )
+    assert [v.version for v in picked] == ["4", "2"]
+
+
+def test_a_registry_shape_cannot_name_one_profile_for_every_version():
+    shape = {**SHAPE, "profile": "fixed/epyc/fp32/cpu=1"}
+    with pytest.raises(SpecError) as err:
+        PipelineSpec.from_dict(_spec({"name": "classify", "registered_model": {**SOURCE, "shapes": [shape]}}))
+    assert any("shapes[0].profile" in p for p, _ in err.value.problems), err.value.problems
+
+
+def test_the_registry_variants_a_decision_runs_are_rendered_from_the_decision_not_a_kept_file(tmp_path):
+    """The reconcile may run on another worker than the plan: the decision carries the registry variants
+    its plan runs, and the spec file plus those is what the Deployments are rendered from."""
+    from ipa_airflow.pipelines import with_registry_variants
+
+    path = tmp_path / "reg.yaml"
+    path.write_text(json.dumps(_spec({"name": "classify", "registered_model": SOURCE})))
+    variant = {
+        "name": "video-classifier-v3",
+        "accuracy": 75.0,
+        "model_uri": "models:/Video Classifier/3",
+        "shapes": [SHAPE],
+    }
+    spec = with_registry_variants(load_spec(path), {"classify": variant})
+    [v] = spec.stage("classify").variants
+    assert (v.name, v.model_uri, v.accuracy) == ("video-classifier-v3", "models:/Video Classifier/3", 75.0)
+    assert with_registry_variants(spec, {"classify": variant}).stage("classify").variants == [v]  # once
 
 
 @pytest.mark.parametrize(
@@ -113,7 +157,7 @@ def test_versions_without_accuracy_or_with_a_failed_gate_are_not_candidates_and_
     )
     # Another pipeline's gate does not exclude it here.
     variants, _ = registry_variants("other", "classify", source, versions)
-    assert [v.name for v in variants] == ["video-classifier-v2", "video-classifier-v1"]
+    assert [v.name for v in variants] == ["video-classifier-v1", "video-classifier-v2"]  # in the order given
 
 
 def test_a_registry_spec_without_mlflow_says_what_to_give(tmp_path):
