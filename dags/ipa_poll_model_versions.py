@@ -1,5 +1,6 @@
-"""ipa_poll_model_versions: for MLflow setups without webhooks, find model versions that have no
-profile on IPA_PROFILE_HARDWARE and emit one asset event that starts ipa_profile_model_version.
+"""ipa_poll_model_versions: for MLflow setups without webhooks, find model versions that were never
+profiled (no profile tag on any hardware: the profiling DAG profiles every shape the specs ask for at
+once) and emit one asset event that starts ipa_profile_model_version; skipped, so no event, when none.
 Its schedule is IPA_POLL_SCHEDULE (default @hourly); both are read once, at parse time, by
 `load_settings()`."""
 
@@ -14,7 +15,6 @@ from ipa_airflow.settings import load_settings
 
 SETTINGS = load_settings()
 MODEL_VERSIONS = Asset(MODEL_VERSIONS_URI)
-HARDWARE = SETTINGS.profiling.hardware
 MLFLOW_CONN_ID = SETTINGS.mlflow.conn_id
 
 with DAG(
@@ -28,12 +28,16 @@ with DAG(
 
     @task(outlets=[MODEL_VERSIONS])
     def find_unprofiled():
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from ipa_airflow.registry.polling import unprofiled_versions
 
         registry = IpaMlflowHook(MLFLOW_CONN_ID).get_conn()
-        missing = unprofiled_versions(registry, HARDWARE)
-        if missing:
-            yield Metadata(MODEL_VERSIONS, extra={"versions": missing, "source": "poll"})
+        missing = unprofiled_versions(registry)
+        if not missing:
+            # A task with an outlet that succeeds emits an event: it would start a profiling run for nothing.
+            raise AirflowSkipException("every model version has a profile")
+        yield Metadata(MODEL_VERSIONS, extra={"versions": missing, "source": "poll"})
         return missing
 
     find_unprofiled()

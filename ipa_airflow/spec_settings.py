@@ -16,6 +16,9 @@ Text = Annotated[str, Field(min_length=1)]
 
 
 class _Strict(BaseModel):
+    """Every spec model: strict (a boolean is not a number, "4" is not 4), no unknown keys, frozen, and no
+    .inf/.nan, so each number a spec holds is finite and of the type its field says."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 

@@ -1,10 +1,13 @@
-"""Finding registered model versions that have no profile on a hardware kind (for setups without webhooks)."""
+"""Finding registered model versions that were never profiled (for setups without webhooks)."""
 
 from __future__ import annotations
 
 
-def unprofiled_versions(registry, hardware: str, *, max_versions: int = 200) -> list[dict[str, str]]:
-    prefix = f"ipa.profile.{hardware}."
+def unprofiled_versions(
+    registry, hardware: str | None = None, *, max_versions: int = 200
+) -> list[dict[str, str]]:
+    """Versions with no profile tag on `hardware` (None: on any hardware)."""
+    prefix = f"ipa.profile.{hardware}." if hardware else "ipa.profile."
     versions = registry._call(
         "list model versions", registry.client.search_model_versions, "", max_results=max_versions
     )

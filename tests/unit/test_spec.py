@@ -301,10 +301,11 @@ def test_every_spec_model_is_strict_and_refuses_inf_nan():
 
     import ipa_airflow.spec as spec_module
     import ipa_airflow.spec_settings as settings_module
+    import ipa_airflow.spec_variants as variants_module
 
     models = [
         m
-        for module in (spec_module, settings_module)
+        for module in (spec_module, settings_module, variants_module)
         for m in vars(module).values()
         if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == module.__name__
     ]
