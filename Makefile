@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # What a first install takes (6.8 GB measured, with some room), checked before pip starts.
 VENV_NEEDS_KB := 7500000
 
-.PHONY: venv test unit lint typecheck services demo bench clean
+.PHONY: venv test unit lint typecheck services demo bench check-resolution clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,20 +27,26 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 lint: venv
-	$(BIN)/ruff check ipa_airflow operators dags tests
-	$(BIN)/ruff format --check ipa_airflow operators dags tests
+	$(BIN)/ruff check ipa_airflow operators dags tests tools
+	$(BIN)/ruff format --check ipa_airflow operators dags tests tools
 
 # The engine's types: mypy on ipa_airflow/, configured in pyproject.toml ([tool.mypy]).
 typecheck: venv
 	$(BIN)/mypy
 
-# The integration tests run the real Prometheus server (Debian's package); install it when missing.
+# The integration tests run the real Prometheus server and render the Airflow view in headless Chromium
+# (Debian's packages; `ipa ui screenshot` uses the same browser); install them when missing.
 services:
 	@command -v prometheus >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian's prometheus package for the integration tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  else echo "prometheus is not installed and cannot be installed here: its tests will be skipped"; fi; }
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium package for the browser test of the Airflow view"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium is not installed and cannot be installed here: the browser test will be skipped"; fi; }
 
 test: lint typecheck services
 	$(BIN)/python -m pytest
@@ -55,6 +61,12 @@ bench: venv
 	$(BIN)/ipa bench solver --json
 	$(BIN)/ipa bench solver --accuracy product --json
 	$(BIN)/python -m pytest -q -m benchmark tests/benchmarks
+
+# pyproject.toml declares ranges, constraints.txt the pinned set the venv and `make test` use. This
+# resolves the ranges beside other Airflow, pydantic and numpy versions (pip's dry run against the package
+# index, about a minute per combination), so it is not part of `make test`.
+check-resolution: venv
+	$(BIN)/python tools/check_resolution.py
 
 clean:
 	rm -rf $(VENV) .ipa .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -1,12 +1,13 @@
 """Decision records: why the pipeline is configured as it is, browsable in MLflow.
 
 Every adaptation step writes one run in the decisions experiment: the forecast, the plan and the
-objective's terms as metrics, what changed (and the binding constraint) as tags, the whole record as
-`decision.json`.
+objective's terms as metrics, what changed (and the binding constraint) as tags, the why in full as the
+run's description, the whole record as `decision.json`; and one point on its pipeline's timeline run.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import tempfile
 from pathlib import Path
@@ -34,6 +35,7 @@ def log_decision(
     terms = plan.terms
     tags = {
         "mlflow.runName": f"{record.pipeline} {record.decided_at}",
+        "ipa.kind": "decision",  # beside each pipeline's 'timeline' run in the same experiment
         "ipa.pipeline": record.pipeline,
         "ipa.plan_id": str(plan.plan_id),
         "ipa.previous_plan_id": str(record.previous_plan_id),
@@ -41,6 +43,8 @@ def log_decision(
         "ipa.feasible": str(plan.feasible).lower(),
         "ipa.binding": ",".join(plan.binding) or "none",
         "ipa.why": record.why[:5000],
+        # The run's description on its page in the MLflow UI: the why in full, and what it rests on.
+        "mlflow.note.content": describe(record),
         "ipa.forecast_note": str(record.forecast.note),
         # The model version each stage runs, and where the pipeline came from (MLflow, or the kept copy).
         **{f"ipa.model.{stage}": uri for stage, uri in record.decision.models.items()},
@@ -79,7 +83,95 @@ def log_decision(
         (Path(tmp) / "decision.json").write_text(json.dumps(record.to_dict(), indent=1, default=str))
         client.log_artifacts(run.info.run_id, tmp)
     client.set_terminated(run.info.run_id)
+    log_timeline(client, exp_id, record)
     return run.info.run_id
+
+
+def log_timeline(client, exp_id: str, record: DecisionRecord) -> str:
+    """Add this decision to its pipeline's timeline: one run per pipeline in the decisions experiment
+    ('<pipeline> timeline') whose metrics have the decision's time as their step, so the MLflow UI charts
+    forecast, planned load, capacity and cost over time. Returns the timeline run's id."""
+    from mlflow.entities import Metric
+
+    found = client.search_runs(
+        [exp_id],
+        filter_string=f"tags.`ipa.kind` = 'timeline' and tags.`ipa.pipeline` = '{record.pipeline}'",
+        max_results=1,
+    )
+    if found:
+        run_id = found[0].info.run_id
+    else:
+        run_id = client.create_run(
+            exp_id,
+            tags={
+                "mlflow.runName": f"{record.pipeline} timeline",
+                "ipa.kind": "timeline",
+                "ipa.pipeline": record.pipeline,
+                "mlflow.note.content": (
+                    f"Every decision of pipeline {record.pipeline}, one point each: the metrics' step "
+                    "is the decision's time (Unix seconds). Chart load_forecast_point, load_planned, "
+                    "load_observed_peak (replays only) and capacity_rps together, and cost and accuracy."
+                ),
+            },
+        ).info.run_id
+    at = dt.datetime.fromisoformat(record.decided_at)
+    step, ms = int(at.timestamp()), int(at.timestamp() * 1000)
+    values = timeline_values(record)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), ms, step) for k, v in values.items()])
+    return run_id
+
+
+def timeline_values(record: DecisionRecord) -> dict[str, float]:
+    plan = record.plan
+    values = {
+        "load_forecast_point": record.forecast.point,
+        "load_planned": record.planned_load_rps,
+        "capacity_rps": min((s.capacity_rps for s in plan.stages), default=0.0),  # the slowest stage's
+        "cost": plan.cost,
+        "accuracy": plan.accuracy,
+    }
+    peak = record.extra.get("observed_peak_next_20s")
+    if peak is not None:
+        values["load_observed_peak"] = float(peak)
+    return values
+
+
+def describe(record: DecisionRecord) -> str:
+    """The decision run's description (Markdown): why, the stages, the models, what was left out, drift."""
+    d = record.decision
+    lines = [
+        record.why,
+        "",
+        "| stage | variant | model | batch | replicas | capacity (req/s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in record.plan.stages:
+        model = d.models.get(s.stage, "")
+        lines.append(
+            f"| {s.stage} | {s.variant} | {model} | {s.batch} | {s.replicas} | {s.capacity_rps:.1f} |"
+        )
+    f = record.forecast
+    lines += [
+        "",
+        f"Forecast ({f.model}): point {f.point:.1f} req/s, quantiles "
+        + ", ".join(f"q{k} {v:.1f}" for k, v in sorted(f.quantiles.items()))
+        + ".",
+    ]
+    left_out = [c for c in d.pipeline.get("candidates", ()) if c.get("status") != "candidate"]
+    if left_out:
+        lines += ["", "Registry versions not planned:"]
+        lines += [
+            f"- {c['stage']}: {c['variant']} ({c['model_uri']}) {c['status']}: {c['reason']}"
+            for c in left_out
+        ]
+    if d.pipeline.get("note"):
+        lines += ["", f"Pipeline: {d.pipeline['note']}"]
+    for gap in d.drift.get("gaps", ()):
+        lines.append(
+            f"- drift {gap['stage']}: observed p99 {gap['observed_p99_ms']:.0f} ms, "
+            f"profile {gap['predicted_p99_ms']:.0f} ms"
+        )
+    return "\n".join(lines)[:50000]
 
 
 def keep_decision(record, home=None) -> Path:

@@ -50,6 +50,7 @@ class MlflowSettings:
     decisions_experiment: str = DECISIONS_EXPERIMENT
     forecasts_experiment: str = FORECASTS_EXPERIMENT
     conn_id: str = MLFLOW_CONN_ID  # the hook's connection; MLFLOW_TRACKING_URI is its fallback
+    ui_url: str | None = None  # IPA_MLFLOW_UI_URL: where people open MLflow, when not the tracking URI
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def _mlflow(env: Mapping[str, str], home: Path, tracking_uri: str | None) -> Mlf
         check_tracking_uri(env["MLFLOW_TRACKING_URI"], source="MLFLOW_TRACKING_URI")
     uri = tracking_uri or _get(env, "MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}"
     artifacts = _get(env, "IPA_MLFLOW_ARTIFACT_ROOT") or (home / "mlartifacts").as_uri()
-    return MlflowSettings(tracking_uri=uri, artifact_root=artifacts)
+    return MlflowSettings(tracking_uri=uri, artifact_root=artifacts, ui_url=_get(env, "IPA_MLFLOW_UI_URL"))
 
 
 def _load(env: Mapping[str, str]) -> LoadSettings:

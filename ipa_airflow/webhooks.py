@@ -218,7 +218,7 @@ def create_app(
     from fastapi import FastAPI, HTTPException, Request
 
     app = FastAPI(title="ipa-airflow webhooks")
-    guard = guard or ReplayGuard()
+    guard = ReplayGuard() if guard is None else guard  # an empty guard is falsy (it has a __len__)
 
     @app.post("/mlflow")
     async def mlflow_webhook(request: Request) -> dict:
@@ -246,7 +246,12 @@ def create_app(
             return {"status": "ignored"}
         if is_mlflow_test(event):
             log.info("MLflow test delivery %s from %s: signature and clock good", delivery_id, who)
-            return {"status": "test", "detail": "MLflow's test delivery: received and verified, not acted on"}
+            # `test` tells `ipa webhook check` that this receiver (not just any 2xx) verified the delivery.
+            return {
+                "status": "test",
+                "test": True,
+                "detail": "MLflow's test delivery: received and verified, not acted on",
+            }
         try:
             event_id = emit(created.name, created.version, delivery_id)
         except DeliveryReplayed as exc:  # seen by another worker: the shared check in the database

@@ -16,6 +16,7 @@ from ipa_airflow.settings import DECISIONS_EXPERIMENT
 
 from .forecast import IpaForecastOperator
 from .hooks import ClusterHook, IpaMlflowHook
+from .links import MlflowDecisionRunLink
 from .plugin import MODEL_VERSIONS_URI, PROFILES_URI
 
 OUTCOME_KEY = "outcome"  # what IpaReconcileOperator did: its result, or {"skipped": True, "reason": ...}
@@ -215,6 +216,7 @@ class IpaRecordDecisionOperator(BaseOperator):
     """Write the decision (forecast, plan, objective terms, what changed and why) to MLflow."""
 
     template_fields: Sequence[str] = ("spec_path", "forecast", "planned", "reconciled")
+    operator_extra_links = (MlflowDecisionRunLink(),)  # the task's button to its decision run in MLflow
 
     def __init__(
         self,

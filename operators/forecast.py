@@ -55,6 +55,23 @@ class IpaForecastOperator(BaseOperator):
         return IpaPrometheusHook(self.ipa_prometheus_conn_id).get_conn(self.query)
 
     def execute(self, context) -> dict[str, Any]:
+        import time
+
+        t0 = time.perf_counter()
+        out = self._forecast(context)
+        quantiles = ", ".join(f"q{k} {v:.1f}" for k, v in sorted(out["quantiles"].items()))
+        self.log.info(
+            "forecast by %s for the next %d s: point %.1f req/s, %s (%.1f s)%s",
+            out["model"],
+            out["horizon_s"],
+            out["point"],
+            quantiles,
+            time.perf_counter() - t0,
+            f"; {out['note']}" if out.get("note") else "",
+        )
+        return out
+
+    def _forecast(self, context) -> dict[str, Any]:
         import datetime as dt
 
         from ipa_airflow.adaptation import adaptation_of, forecast_from_trace, forecaster_for

@@ -30,7 +30,7 @@ class IpaMlflowHook(BaseHook):
     conn_name_attr = "ipa_mlflow_conn_id"
     default_conn_name = MLFLOW_CONN_ID
     conn_type = "ipa_mlflow"
-    hook_name = "IPA MLflow"
+    hook_name = "IPA: MLflow tracking server"
 
     def __init__(self, ipa_mlflow_conn_id: str = default_conn_name):
         super().__init__()
@@ -51,19 +51,12 @@ class IpaMlflowHook(BaseHook):
 
         return registry_for(self.tracking_uri)
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict:
-        return {
-            "hidden_fields": ["login", "password", "extra"],
-            "placeholders": {"host": "http://mlflow.mlops.svc", "port": "5000"},
-        }
-
 
 class IpaPrometheusHook(BaseHook):
     conn_name_attr = "ipa_prometheus_conn_id"
     default_conn_name = PROMETHEUS_CONN_ID
     conn_type = "ipa_prometheus"
-    hook_name = "IPA Prometheus"
+    hook_name = "IPA: Prometheus (the pipelines' request rates)"
 
     def __init__(self, ipa_prometheus_conn_id: str = default_conn_name):
         super().__init__()
@@ -77,13 +70,6 @@ class IpaPrometheusHook(BaseHook):
         from ipa_airflow.forecasting.sources import PrometheusSource
 
         return PrometheusSource(_url(self.get_connection(self.ipa_prometheus_conn_id)), query)
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict:
-        return {
-            "hidden_fields": ["login", "password", "schema", "extra"],
-            "placeholders": {"host": "http://prometheus.monitoring.svc", "port": "9090"},
-        }
 
 
 class ClusterHook(BaseHook):

@@ -1,19 +1,29 @@
-"""The Airflow plugin: a FastAPI app inside the Airflow API server that receives MLflow webhooks.
+"""The Airflow plugin: a FastAPI app inside the Airflow API server, at /ipa, that receives MLflow webhooks
+and shows what the plugin decided.
 
-A signed, fresh `model_version.created` delivery becomes an asset event on MODEL_VERSIONS, which starts
-the `ipa_profile_model_version` DAG. The checks (signature, timestamp window, replays, body size and
-shape) live in `ipa_airflow.webhooks`; this module only adds the asset event.
+- POST /ipa/mlflow: a signed, fresh `model_version.created` delivery becomes an asset event on
+  MODEL_VERSIONS, which starts the `ipa_profile_model_version` DAG. The checks (signature, timestamp
+  window, replays, body size and shape) live in `ipa_airflow.webhooks`; this module only adds the event.
+- GET /ipa/pipelines (and its JSON, /ipa/api/pipelines): the pipelines view (view.py), opened from the
+  Airflow UI's nav ("IPA pipelines") in its frame. Only for users logged in to Airflow.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from typing import TYPE_CHECKING
 
 from airflow.plugins_manager import AirflowPlugin
-from fastapi import HTTPException
+from fastapi import Depends, HTTPException, Request
 
 from ipa_airflow.webhooks import TOLERANCE_S, DeliveryReplayed, create_app
+
+from .view import create_router
+
+if TYPE_CHECKING:
+    from ipa_airflow.reports.decision_runs import DecisionRuns
+    from ipa_airflow.reports.pipelines_view import Overview
 
 log = logging.getLogger(__name__)
 MODEL_VERSIONS_URI = "ipa://mlflow/model-versions"
@@ -62,14 +72,59 @@ def emit_model_version_event(name: str, version: str, source: str, *, delivery_i
         return event.id
 
 
+async def airflow_login(request: Request) -> None:
+    """The view's guard: the caller's Airflow token (a Bearer header, or the UI's session cookie, which
+    the nav's frame sends), checked by Airflow's auth manager; 401/403 otherwise. Plugin apps are not
+    guarded by Airflow itself. (The webhook has its own guard: the MLflow signature.)"""
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+    from airflow.api_fastapi.core_api.security import resolve_user_from_token
+
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    await resolve_user_from_token(
+        token if scheme.lower() == "bearer" else request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+    )
+
+
+_readers: dict[str, DecisionRuns] = {}  # one per tracking URI: each keeps the decision records it has read
+
+
+def pipelines_overview() -> Overview:
+    """What the view shows, from the MLflow of the `ipa_mlflow_default` connection (else the settings')."""
+    from ipa_airflow.reports.decision_runs import DecisionRuns
+    from ipa_airflow.settings import load_settings
+
+    from .hooks import IpaMlflowHook
+
+    uri, settings = IpaMlflowHook().tracking_uri, load_settings().mlflow
+    if uri not in _readers:
+        _readers[uri] = DecisionRuns(
+            uri, experiment=settings.decisions_experiment, profiles_experiment=settings.profiles_experiment
+        )
+    # The MLflow UI's own address (IPA_MLFLOW_UI_URL) once the settings carry it; else the tracking URI's.
+    return _readers[uri].overview(settings.ui_url)
+
+
 # One receiver per API-server worker process; see ReplayGuard for what the workers share.
 app = create_app(
     lambda name, version, delivery_id: emit_model_version_event(
         name, version, "mlflow-webhook", delivery_id=delivery_id
     )
 )
+app.include_router(create_router(pipelines_overview, dependencies=[Depends(airflow_login)]))
 
 
 class IpaAirflowPlugin(AirflowPlugin):
     name = "ipa_airflow"
-    fastapi_apps = [{"app": app, "url_prefix": "/ipa", "name": "IPA webhooks"}]
+    fastapi_apps = [{"app": app, "url_prefix": "/ipa", "name": "IPA webhooks and pipelines view"}]
+    # A nav entry that opens /ipa/pipelines in the UI's frame at /plugin/ipa-pipelines. The href is
+    # relative: the UI resolves it against its base URL, so it works behind a proxy's path prefix too.
+    external_views = [
+        {
+            "name": "IPA pipelines",
+            "href": "ipa/pipelines",
+            "url_route": "ipa-pipelines",
+            "destination": "nav",
+            "icon": "ipa/icon.svg",
+            "category": "browse",
+        }
+    ]

@@ -13,7 +13,7 @@ import sys
 
 from .. import __version__
 from ..settings import debug_enabled
-from . import bench, demo, forecast, models, planning, profiling, selfcheck, simulate
+from . import bench, demo, forecast, models, planning, profiling, selfcheck, simulate, ui, webhook
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     profiling.add_profiles(sub)
     models.add_models(sub)
     selfcheck.add_selfcheck(sub)
+    ui.add_ui(sub)
+    webhook.add_webhook(sub)
     return parser
 
 

@@ -79,6 +79,7 @@ def _end_to_end(home: Path, *, as_json: bool = False) -> int:
                     for second, state, models in out["decisions"]
                 ],
                 "policies": out["report"]["rows"],
+                "task_seconds": out.get("task_seconds", {}),
                 "report_dir": str(out["report_dir"]),
             }
         )

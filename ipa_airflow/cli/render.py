@@ -307,7 +307,18 @@ def demo_end_to_end(out: dict, *, home: Path, con) -> None:
             str(r["reconfigurations"]),
         )
     con.print(table)
+    timings = out.get("task_seconds") or {}
+    if timings:
+        con.print(
+            "Airflow task times (mean s over the runs): "
+            + ", ".join(f"{task} {sec:.1f}" for task, sec in timings.items())
+        )
+    bin_dir = Path(sys.executable).parent  # absolute: the commands work from any folder
     con.print(f"report and plots: {out['report_dir']}")
     con.print(f"MLflow store: {home / 'mlflow.db'} (profiles, decisions, model versions)")
-    con.print(f"browse it:    .venv/bin/mlflow ui --backend-store-uri sqlite:///{home / 'mlflow.db'}")
+    con.print(f"browse it:    {bin_dir / 'mlflow'} ui --backend-store-uri sqlite:///{home / 'mlflow.db'}")
+    con.print(
+        f"Airflow UI:   AIRFLOW_HOME={home / 'airflow'} AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True "
+        f"{bin_dir / 'airflow'} api-server --port 8080   (then http://localhost:8080: the DAG runs above)"
+    )
     con.print(f"demo took {out['wall_s']:.0f} s")

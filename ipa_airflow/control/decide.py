@@ -47,6 +47,18 @@ def keep_or_switch(ctx: Context, proposal: Plan, load: float) -> Switch:
     return choose(running_plan(ctx, load), proposal, load, ctx.spec, shares)
 
 
+def load_basis(ctx: Context) -> dict[str, Any]:
+    """The numbers behind `stabilised_load`, for the record."""
+    a = ctx.spec.adaptation
+    q = ctx.quantile or a.quantile
+    return {
+        "quantile": q,
+        "point": ctx.forecast.point,
+        "now": ctx.forecast.at(q),
+        "held": ctx.forecast.held(q, a.stabilisation),
+    }
+
+
 def decide(ctx: Context) -> tuple[Decision, Any]:
     load = stabilised_load(ctx)
     proposal = solve(ctx.spec, ctx.pipeline.profiles, load, policy=ctx.policy)
@@ -60,6 +72,7 @@ def decide(ctx: Context) -> tuple[Decision, Any]:
         solve_s=proposal.solve_time_s,
         models=models_of(ctx, switch.plan),
         pipeline=pipeline_info(ctx, switch.plan),
+        load_basis=load_basis(ctx),
     )
     return decision, ctx.state
 

@@ -31,6 +31,9 @@ class Decision:
     pipeline: Mapping[str, Any] = field(default_factory=dict)
     # Observed against predicted p99 per stage (`control.drift`): {"measured", "note", "gaps", "events"}.
     drift: Mapping[str, Any] = field(default_factory=dict)
+    # How load_rps came about: {"quantile", "point", "now" (this forecast at the quantile), "held" (the
+    # forecasts the stabilisation compared, oldest first)}; load_rps is the highest of "held".
+    load_basis: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -48,6 +51,7 @@ class Decision:
             "models": dict(self.models),
             "pipeline": dict(self.pipeline),
             "drift": dict(self.drift),
+            "load_basis": dict(self.load_basis),
             "changed": self.changed,  # for readers of the XCom; recomputed, never read back
             "schema_version": self.schema_version,
         }
@@ -69,4 +73,5 @@ class Decision:
             models=dict(d.get("models") or {}),
             pipeline=dict(d.get("pipeline") or {}),
             drift=dict(d.get("drift") or {}),
+            load_basis=dict(d.get("load_basis") or {}),
         )

@@ -68,6 +68,7 @@ class DecisionRecord:
             "models": dict(self.decision.models),
             "pipeline_source": dict(self.decision.pipeline),
             "drift": dict(self.decision.drift),
+            "load_basis": dict(self.decision.load_basis),
             "reconcile": None if self.reconcile is None else self.reconcile.to_dict(),
             "why": self.why,
             "changed": self.changed,
@@ -92,6 +93,7 @@ class DecisionRecord:
             models=dict(d.get("models") or {}),
             pipeline=dict(d.get("pipeline_source") or {}),
             drift=dict(d.get("drift") or {}),
+            load_basis=dict(d.get("load_basis") or {}),
         )
         return cls(
             decided_at=str(d["decided_at"]),
@@ -113,10 +115,27 @@ def explain(decision: Decision) -> str:
         binding = ", ".join(plan.binding) or "none (slack in every constraint)"
         verb = "chose" if decision.changed else "kept"
         text = (
-            f"{verb} {stages} for {plan.load_rps:.1f} req/s: accuracy {plan.accuracy:.4f}, cost "
+            f"{verb} {stages} for {plan.load_rps:.1f} req/s{_load_basis(decision)}: "
+            f"accuracy {plan.accuracy:.4f}, cost "
             f"{plan.cost:g}, latency {plan.latency_s * 1000:.0f} of {plan.sla_s * 1000:.0f} ms; "
             f"binding: {binding}"
         )
     text = f"{text}; {decision.reason}" if decision.reason else text
     note = decision.pipeline.get("note") if decision.pipeline.get("origin") == "cache-fallback" else ""
     return f"{text}; {note}" if note else text
+
+
+def _load_basis(decision: Decision) -> str:
+    """Where the planned load came from, when the decision knows: the forecast's quantile now, or an
+    earlier forecast the stabilisation still holds (so 'for 46 req/s' beside a point forecast of 24
+    reads as what it is)."""
+    b = decision.load_basis
+    if not b:
+        return ""
+    q, now, held, point = b.get("quantile"), b.get("now"), b.get("held") or [], b.get("point")
+    if q is None or now is None:
+        return ""
+    text = f" (q{q:g} of the forecast: {now:.1f} now"
+    if held and max(held) > now + 1e-9:
+        text += f"; {max(held):.1f} held from the last {len(held)} forecasts by the stabilisation"
+    return f"{text}; point forecast {point:.1f})" if point is not None else f"{text})"

@@ -17,82 +17,17 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .errors import LoadSourceError  # noqa: F401 - re-exported: every source raises it
+from .traces import read_trace  # noqa: F401 - re-exported
+
 SECONDS_PER_DAY = 86_400
 MAX_HISTORY_DAYS = 366  # the most `history` reads in one call, as `ipa forecast export --days` allows
-
-
-class LoadSourceError(RuntimeError):
-    """The load could not be read; the message says from where and what to do."""
-
-
-def read_trace(path: str | Path, *, damping: float = 1.0) -> np.ndarray:
-    """One number per line = requests in that second (.txt or .txt.gz), divided by `damping`.
-
-    Anything else is a LoadSourceError naming the file and, where one is to blame, its line: a cut
-    `.gz`, a line that is not one number, a negative or non-finite count, or no count at all. A trace
-    is what the forecasters learn load from, so a wrong number must never pass as load."""
-    path = Path(path)
-    if not (isinstance(damping, int | float | np.number) and math.isfinite(damping) and damping > 0):
-        raise ValueError(f"damping must be a positive finite number, got {damping}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt") as fh, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # numpy warns on an empty file; that is reported below
-            values = np.loadtxt(fh, dtype=np.float64, ndmin=1)
-    except EOFError:
-        raise LoadSourceError(
-            f"trace {path} is cut short: the gzip stream ends early (an interrupted download or copy); "
-            "fetch or write it again"
-        ) from None
-    except (OSError, zlib.error) as exc:  # also gzip.BadGzipFile: a .gz name on something else
-        raise LoadSourceError(f"cannot read trace {path}: {exc}") from None
-    except ValueError:  # not a number, or not one per line: find the line to name
-        raise LoadSourceError(_first_bad_line(path, opener)) from None
-    if values.ndim != 1:
-        raise LoadSourceError(_first_bad_line(path, opener))
-    if values.size == 0:
-        raise LoadSourceError(f"trace {path} is empty: it needs one request count per line, per second")
-    bad = ~np.isfinite(values) | (values < 0)
-    if bad.any():
-        raise LoadSourceError(_first_bad_line(path, opener))
-    return values / damping
-
-
-def _first_bad_line(path: Path, opener) -> str:
-    """The first line of a trace that is not one finite, non-negative number, as an error message. Only
-    called once the fast reader has refused the file, so the slow line-by-line scan costs nothing on a
-    good trace."""
-    try:
-        with opener(path, "rt") as fh:
-            for n, line in enumerate(fh, start=1):
-                text = line.split("#", 1)[0].strip()
-                if not text:
-                    continue
-                fields = text.split()
-                if len(fields) != 1:
-                    return (
-                        f"trace {path}, line {n}: {len(fields)} values ({text[:60]!r}); one number per line"
-                    )
-                try:
-                    value = float(fields[0])
-                except ValueError:
-                    return f"trace {path}, line {n}: {fields[0][:60]!r} is not a number (one number per line)"
-                if not math.isfinite(value) or value < 0:
-                    return (
-                        f"trace {path}, line {n}: {fields[0][:60]!r} is not a request count "
-                        "(counts are finite and at least 0)"
-                    )
-    except (OSError, EOFError, ValueError, zlib.error) as exc:
-        return f"cannot read trace {path}: {exc}"
-    return f"trace {path} is not one number per line"
 
 
 def days(series: np.ndarray, first: int, last: int) -> np.ndarray:

@@ -28,6 +28,13 @@ if TYPE_CHECKING:  # mlflow is an extra: imported where it is used
 
 log = logging.getLogger(__name__)
 
+PROFILES_EXPERIMENT_NOTE = (
+    "One run per profile: a model (version) measured on one hardware kind, resource shape and dtype. "
+    "The metrics p50_ms, p95_ms, p99_ms, mean_ms and throughput_rps have the **batch size as their step**: "
+    "chart them against the step to see latency and throughput against batch size. The tags "
+    "ipa.model_ref, ipa.hardware, ipa.resources, ipa.dtype and ipa.runtime say what was measured; "
+    "profile.json is what the planner reads."
+)
 METRICS = ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "throughput_rps", "cv", "peak_memory_mb")
 
 
@@ -114,9 +121,15 @@ class MlflowProfileRegistry:
                     self.client.create_experiment,
                     self.experiment,
                     artifact_location=self.artifact_root,
-                    tags={"ipa.kind": "profiles"},
+                    tags={"ipa.kind": "profiles", "mlflow.note.content": PROFILES_EXPERIMENT_NOTE},
                 )
         return self._experiment_id
+
+    def run_url(self, run_id: str) -> str | None:
+        """The profile run's page in the MLflow UI, when the tracking URI is a server's (else None)."""
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return f"{self.tracking_uri.rstrip('/')}/#/experiments/{self.experiment_id()}/runs/{run_id}"
 
     # ---- model references --------------------------------------------------------------------------
     def resolve_model_ref(self, model_uri: str) -> tuple[str, str, str]:
@@ -239,6 +252,8 @@ class MlflowProfileRegistry:
             f"{prefix}.b1_p99_ms": f"{first.p99_ms:.4g}" if first.batch == 1 else "n/a",
             f"{prefix}.best_throughput_rps": f"{max(p.throughput_rps for p in profile.points):.5g}",
             f"{prefix}.run_id": run_id,
+            # The run itself, one click from the version's page (tags are text: a full URL is a link).
+            **({f"{prefix}.run_url": self.run_url(run_id)} if self.run_url(run_id) else {}),
             f"{prefix}.staleness_key": key.digest,
             f"{prefix}.runtime": key.runtime,
         }

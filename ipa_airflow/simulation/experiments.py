@@ -106,22 +106,31 @@ def plot_case(results: dict[str, SimResult], title: str, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(4, 1, figsize=(11, 10), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(13, 10), sharex=True)
     any_r = next(iter(results.values()))
     t = np.arange(any_r.seconds)
-    axes[0].plot(t, any_r.per_second["load"], color="lightgrey", label="load (req/s)")
-    for name, r in results.items():
-        axes[0].plot(t, r.per_second["planned"], label=f"{name}: planned for", lw=1)
-        axes[1].plot(t, r.per_second["accuracy"], label=name, lw=1)
-        axes[2].plot(t, r.per_second["cost"], label=name, lw=1)
-        axes[3].plot(t, np.minimum(r.per_second["p99_s"], 5 * r.sla_s), label=name, lw=0.8)
-    axes[3].axhline(any_r.sla_s, color="red", ls="--", label="SLA")
-    for ax, label in zip(axes, ("req/s", "accuracy (PAS)", "cost", "p99 latency (s)"), strict=True):
+    axes[0].plot(t, any_r.per_second["load"], color="0.75", lw=2, label="load (req/s)", zorder=0)
+    # A colour and a dash per policy: policies that plan alike draw on top of each other, and a solid
+    # line alone would hide the one beneath.
+    dashes = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1))]
+    for k, (name, r) in enumerate(results.items()):
+        style = {"color": f"C{k % 10}", "ls": dashes[k % len(dashes)], "lw": 1.2, "alpha": 0.9}
+        axes[0].plot(t, r.per_second["planned"], label=name, **style)
+        axes[1].plot(t, r.per_second["accuracy"], **style)
+        axes[2].plot(t, r.per_second["cost"], **style)
+        axes[3].plot(t, np.minimum(r.per_second["p99_s"], 5 * r.sla_s), **style)
+    axes[3].axhline(any_r.sla_s, color="red", ls="--", lw=1, label="SLA")
+    for ax, label in zip(
+        axes, ("planned for (req/s)", "accuracy (PAS)", "cost", "p99 latency (s)"), strict=True
+    ):
         ax.set_ylabel(label)
-        ax.legend(fontsize=7, ncol=3, loc="upper right")
+    # One legend, beside the plots: inside, it covered the load curve.
+    handles, labels = axes[0].get_legend_handles_labels()
+    h3, l3 = axes[3].get_legend_handles_labels()
+    fig.legend(handles + h3, labels + l3, loc="upper left", bbox_to_anchor=(0.86, 0.97), fontsize=8)
     axes[3].set_xlabel("second of the window")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.85, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path

@@ -240,3 +240,25 @@ def airflow_db():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     return os.environ["AIRFLOW_HOME"]
+
+
+@contextlib.contextmanager
+def serving(app, *, log_level: str = "warning"):
+    """An ASGI app (a FastAPI receiver or view) under uvicorn in a thread on a free port; its base URL."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level=log_level))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.1)  # waiting for the server thread to bind
+    assert server.started, "uvicorn did not start within 30 s"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tests.integration.conftest import free_port
+from tests.integration.conftest import serving
 
 pytestmark = pytest.mark.slow
 SECRET = "test-secret-" + uuid.uuid4().hex
@@ -84,6 +83,21 @@ def test_provider_is_registered(airflow_db):
     assert "ipa-airflow" in out.stdout
 
 
+def test_the_connection_form_names_and_labels_our_fields():
+    """What Airflow's connection form shows for our types: a readable name, our fields relabelled with
+    placeholders, the unused ones hidden (read by Airflow's own ProvidersManager from the provider info)."""
+    from airflow.providers_manager import ProvidersManager
+
+    pm = ProvidersManager()
+    hooks, behaviours = pm.hooks, pm.field_behaviours
+    assert hooks["ipa_mlflow"].hook_name == "IPA: MLflow tracking server"
+    assert hooks["ipa_prometheus"].hook_name.startswith("IPA: Prometheus")
+    mlflow = behaviours["ipa_mlflow"]
+    assert set(mlflow["hidden_fields"]) == {"login", "password", "extra"}
+    assert mlflow["relabeling"]["host"] == "Tracking server"
+    assert mlflow["placeholders"]["port"] == "5000"
+
+
 def _xcom(run, task_id):
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
@@ -110,7 +124,10 @@ def test_adaptation_runs_record_decisions_and_skip_unchanged_plans(dagbag, ipa_e
     assert second.state == "success" and state == "skipped"  # same load, same plan: nothing to apply
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("ipa-decisions")
-    runs = client.search_runs([exp.experiment_id], filter_string="tags.`ipa.pipeline` = 'video-gpu'")
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.`ipa.pipeline` = 'video-gpu' and tags.`ipa.kind` = 'decision'",
+    )
     assert len(runs) == 2
     changed = sorted(r.data.tags["ipa.changed"] for r in runs)
     assert changed == ["false", "true"]
@@ -119,6 +136,19 @@ def test_adaptation_runs_record_decisions_and_skip_unchanged_plans(dagbag, ipa_e
     assert "binding" in latest.data.tags["ipa.why"]
     artifacts = {a.path for a in client.list_artifacts(latest.info.run_id)}
     assert "decision.json" in artifacts
+    # The run's description is the why in full (the tag is cut in the UI), with the stages' table, and
+    # the planned load says where it came from.
+    note = latest.data.tags["mlflow.note.content"]
+    assert note.startswith(latest.data.tags["ipa.why"][:200]) and "| stage | variant | model |" in note
+    assert "of the forecast:" in latest.data.tags["ipa.why"]
+    # One timeline run per pipeline: a point per decision, its step the decision's time.
+    [timeline] = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.`ipa.kind` = 'timeline' and tags.`ipa.pipeline` = 'video-gpu'",
+    )
+    history = client.get_metric_history(timeline.info.run_id, "load_planned")
+    assert len(history) == 2 and all(h.step > 1_700_000_000 for h in history)
+    assert {"load_forecast_point", "load_observed_peak", "capacity_rps", "cost"} <= set(timeline.data.metrics)
     print(f"one adaptation DAG run (2 pipelines): {wall:.1f} s wall")
 
 
@@ -158,7 +188,9 @@ def test_loop_mode_gives_each_spec_one_task_that_decides_on_the_specs_cadence(
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("ipa-decisions")
     [run] = client.search_runs(
-        [exp.experiment_id], filter_string="tags.`ipa.pipeline` = 'video-gpu'", max_results=1
+        [exp.experiment_id],
+        filter_string="tags.`ipa.pipeline` = 'video-gpu' and tags.`ipa.kind` = 'decision'",
+        max_results=1,
     )
     assert run.data.tags["ipa.changed"] == "true"
 
@@ -166,7 +198,6 @@ def test_loop_mode_gives_each_spec_one_task_that_decides_on_the_specs_cadence(
 @pytest.fixture(scope="module")
 def receiver(airflow_db, dagbag):
     """The plugin's FastAPI app served by uvicorn, with the DAGs (and so their assets) in the database."""
-    import uvicorn
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import sync_bag_to_db
 
@@ -175,16 +206,8 @@ def receiver(airflow_db, dagbag):
     os.environ["IPA_WEBHOOK_SECRET"] = SECRET
     from ipa_airflow_provider.plugin import app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.1)  # waiting for the server thread to bind
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(app, log_level="info") as url:
+        yield url
 
 
 def _asset_events():

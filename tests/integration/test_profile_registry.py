@@ -105,6 +105,14 @@ def test_model_version_page_summarises_the_profile(registered, profiled):
     assert tags[f"{prefix}.run_id"] == profiled["run_id"]
     assert float(tags[f"{prefix}.b1_p99_ms"]) == pytest.approx(profiled["cells"][0]["p99_ms"], rel=1e-2)
     assert tags[f"{prefix}.staleness_key"] == profiled["staleness_key"]
+    # The profile run one click away, and the experiment says what the metrics' step is.
+    client = MlflowClient(registered)
+    exp = client.get_experiment_by_name("ipa-profiles")
+    assert (
+        tags[f"{prefix}.run_url"]
+        == f"{registered}/#/experiments/{exp.experiment_id}/runs/{profiled['run_id']}"
+    )
+    assert "batch size as their step" in exp.tags["mlflow.note.content"]
 
 
 def test_read_back_and_plan(registered, profiled, tmp_path):

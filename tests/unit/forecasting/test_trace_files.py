@@ -121,3 +121,24 @@ def test_days_past_the_end_of_a_trace_say_how_long_it_is_and_what_to_change():
 
     with pytest.raises(ValueError, match=r"has 0\.0 days \(3 s\), but days 0-9 .*--train-days"):
         days(np.zeros(3), 0, 9)
+
+
+def test_a_trace_is_decoded_once_and_read_again_when_it_changes(tmp_path, monkeypatch):
+    """Each forecast task of a replayed trace read two weeks of text again; the decoded counts are kept
+    under IPA_HOME, keyed by the file's path, size and modification time, so a changed trace is parsed
+    anew and a damaged kept copy is parsed over."""
+    import ipa_airflow.forecasting.traces as traces
+
+    monkeypatch.setenv("IPA_HOME", str(tmp_path / "home"))
+    path = tmp_path / "t.txt"
+    path.write_text("1\n2\n3\n")
+    parsed = []
+    real = traces._parse
+    monkeypatch.setattr(traces, "_parse", lambda p: parsed.append(p) or real(p))
+    assert list(read_trace(path, damping=2)) == [0.5, 1.0, 1.5]
+    assert list(read_trace(path)) == [1.0, 2.0, 3.0] and len(parsed) == 1  # the kept copy, any damping
+    path.write_text("4\n5\n")
+    assert list(read_trace(path)) == [4.0, 5.0] and len(parsed) == 2
+    for kept in (tmp_path / "home" / "cache" / "traces").glob("*.npy"):
+        kept.write_bytes(b"not an array")
+    assert list(read_trace(path)) == [4.0, 5.0] and len(parsed) == 3
