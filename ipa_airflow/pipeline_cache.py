@@ -37,30 +37,24 @@ def inputs_digest(spec_path: str | Path) -> str:
     return h.hexdigest()
 
 
-def save(pipeline: Pipeline, home: Path, *, tracking_uri: str = "") -> Path:
+def save(pipeline: Pipeline, home: Path) -> Path:
     """Write atomically (a reader never sees half a file)."""
     target = cache_file(home, pipeline.source)
     target.parent.mkdir(parents=True, exist_ok=True)
-    data = {
-        **pipeline.to_dict(),
-        "inputs_digest": inputs_digest(pipeline.source),
-        "tracking_uri": tracking_uri,
-    }
+    data = {**pipeline.to_dict(), "inputs_digest": inputs_digest(pipeline.source)}
     tmp = target.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(data))
     tmp.replace(target)
     return target
 
 
-def load_cached(spec_path: str | Path, home: Path, *, tracking_uri: str | None = None) -> Pipeline | None:
-    """The kept pipeline of this spec; None when there is none, it is unreadable, the spec or its
-    profile files changed since, or it was read from another MLflow than `tracking_uri` (when given)."""
+def load_cached(spec_path: str | Path, home: Path) -> Pipeline | None:
+    """The kept pipeline of this spec; None when there is none, it is unreadable, or the spec or its
+    profile files changed since."""
     target = cache_file(home, spec_path)
     try:
         data = json.loads(target.read_text())
         if data.get("inputs_digest") != inputs_digest(spec_path):
-            return None
-        if tracking_uri is not None and data.get("tracking_uri", "") != tracking_uri:
             return None
         return Pipeline.from_dict(data)
     except FileNotFoundError:
@@ -85,8 +79,7 @@ def live_pipeline(
 
     if registry is None:
         return load_pipeline(spec_path)
-    uri = getattr(registry, "tracking_uri", "")
-    cached = load_cached(spec_path, home, tracking_uri=uri)
+    cached = load_cached(spec_path, home)
     if cached is not None and cached.refreshed_at:
         read_at = dt.datetime.fromisoformat(cached.refreshed_at)
         fresh = (now - read_at).total_seconds() < max_age_s
@@ -101,5 +94,5 @@ def live_pipeline(
         log.warning("%s", note)
         return replace(cached, origin="cache-fallback", note=note)
     pipeline = replace(pipeline, refreshed_at=now.isoformat(timespec="seconds"))
-    save(pipeline, home, tracking_uri=uri)
+    save(pipeline, home)
     return pipeline
