@@ -24,8 +24,9 @@ from .forecasting.sources import read_trace
 from .forecasting.step import forecast_for
 from .pipeline_cache import cache_file, live_pipeline
 from .pipelines import Pipeline, with_registry_variants
-from .settings import load_settings
+from .settings import DriftSettings, load_settings
 from .spec import Adaptation, load_spec
+from .whole_files import write_whole
 
 log = logging.getLogger(__name__)
 HISTORY_S = 6 * 3600  # what a forecaster without a registered model is fitted on, before each decision
@@ -122,17 +123,22 @@ def plan_task(
     ctx = control.context(pipeline, forecast_of(forecast), backend, now=now, policy=policy, quantile=quantile)
     decision, _ = control.decide(ctx)  # the planner keeps no state between runs
     home = home or settings.home
-    drift = drift_check(ctx, decision, read_observed, home=home) if read_observed else {"measured": False}
+    drift = (
+        drift_check(ctx, decision, read_observed, home=home, settings=settings.drift)
+        if read_observed
+        else {"measured": False}
+    )
     return replace(decision, drift=drift).to_dict()
 
 
 def drift_file(home: Path, spec_path: str | Path) -> Path:
     """Where a spec's drift streaks live between decisions: one file per spec file, as the kept pipeline
     (two specs may name the same pipeline in two namespaces)."""
-    return cache_file(home, spec_path).parent.parent / "drift" / cache_file(home, spec_path).name
+    kept = cache_file(home, spec_path)
+    return kept.parent.parent / "drift" / kept.name
 
 
-def drift_check(ctx, decision, read_observed, *, home: Path) -> dict[str, Any]:
+def drift_check(ctx, decision, read_observed, *, home: Path, settings: DriftSettings) -> dict[str, Any]:
     """What ran while the p99 was observed, against its profile: the gaps, and the re-profiling events
     of gaps that persisted (`control.drift`). The streaks live in a small file under `home` between the
     DAG's runs. A metric that cannot be read is said, never a failed decision."""
@@ -149,7 +155,6 @@ def drift_check(ctx, decision, read_observed, *, home: Path) -> dict[str, Any]:
     except LoadSourceError as exc:
         log.warning("drift not measured: %s", exc)
         return {"measured": False, "note": f"not measured: {exc}"}
-    drift = load_settings().drift
     path = drift_file(home, ctx.pipeline.source)
     try:
         state = DriftState.from_dict(json.loads(path.read_text()))
@@ -160,14 +165,11 @@ def drift_check(ctx, decision, read_observed, *, home: Path) -> dict[str, Any]:
         ctx.pipeline,
         observed,
         state,
-        threshold=drift.threshold,
-        persist=drift.persist,
+        threshold=settings.threshold,
+        persist=settings.persist,
         buckets_ms=MLSERVER_BUCKETS_MS,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state.to_dict()))
-    tmp.replace(path)  # a reader never sees half a file
+    write_whole(path, json.dumps(state.to_dict()))
     return {
         "measured": True,
         "gaps": [g.to_dict() for g in gaps],

@@ -177,10 +177,8 @@ def describe(record: DecisionRecord) -> str:
 def keep_decision(record, home=None) -> Path:
     """Write a decision record MLflow could not take to IPA_HOME/decisions/, so it is not lost."""
     from .settings import load_settings
+    from .whole_files import write_whole
 
-    folder = (home or load_settings().home) / "decisions"
-    folder.mkdir(parents=True, exist_ok=True)
     stamp = record.decided_at.replace(":", "")
-    path = folder / f"{record.pipeline}-{stamp}.json"
-    path.write_text(json.dumps(record.to_dict(), indent=1, default=str))
-    return path
+    path = (home or load_settings().home) / "decisions" / f"{record.pipeline}-{stamp}.json"
+    return write_whole(path, json.dumps(record.to_dict(), indent=1, default=str))

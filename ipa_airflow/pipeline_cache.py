@@ -13,12 +13,12 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
 from .pipelines import Pipeline, load_pipeline
 from .spec import load_spec
+from .whole_files import write_whole
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,9 @@ def inputs_digest(spec_path: str | Path) -> str:
 
 
 def save(pipeline: Pipeline, home: Path) -> Path:
-    """Write atomically (a reader never sees half a file)."""
-    target = cache_file(home, pipeline.source)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Keep `pipeline`, written whole (a reader never sees half a file)."""
     data = {**pipeline.to_dict(), "inputs_digest": inputs_digest(pipeline.source)}
-    tmp = target.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(target)
-    return target
+    return write_whole(cache_file(home, pipeline.source), json.dumps(data))
 
 
 def load_cached(spec_path: str | Path, home: Path) -> Pipeline | None:

@@ -37,10 +37,8 @@ def _registry(args, spec_path: str | None = None):
 def add_validate(sub) -> None:
     p = sub.add_parser("validate", help="check pipeline specs (schema and profiles)")
     p.add_argument("specs", nargs="+")
-    p.add_argument(
-        "--tracking-uri",
-        type=at.tracking_uri,
-        help="also read the versions and profiles of registry stages from this MLflow",
+    _add_tracking_uri(
+        p, "the versions and profiles of registry stages (else only their structure is checked)"
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_validate)
