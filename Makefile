@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # What a first install takes (6.8 GB measured, with some room), checked before pip starts.
 VENV_NEEDS_KB := 7500000
 
-.PHONY: venv test unit lint typecheck services demo bench check-resolution clean
+.PHONY: venv serving-env test unit lint typecheck services demo bench check-resolution clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,28 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# The model server (MLServer + its MLflow runtime) in an environment of its own: it requires FastAPI < 0.116,
+# which Airflow's cannot share. The same pins as the model-server image (docker/model-server/); the
+# integration test of the real server, `ipa profile --served` and `ipa live` start MLServer from here.
+SERVE_VENV := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
+SERVE_REQS := docker/model-server/requirements.txt docker/model-server/constraints.txt
+
+$(SERVE_STAMP): $(SERVE_REQS)
+	@test -x $(SERVE_VENV)/bin/python || $(PY) -m venv $(SERVE_VENV)
+	@ls -d $(SERVE_VENV)/lib/python3*/site-packages/torch >/dev/null 2>&1 || { \
+	  free_kb=$$(df -Pk $(SERVE_VENV) | awk 'NR==2 {print $$4}'); \
+	  if [ "$$free_kb" -lt $(VENV_NEEDS_KB) ]; then \
+	    echo "error: installing the model server into $(SERVE_VENV) needs about 7 GB of free disk; $$((free_kb / 1048576)) GB is free." \
+	         "Free some space and run make again." >&2; \
+	    exit 1; fi; }
+	@echo "installing MLServer and its pinned runtime into $(SERVE_VENV) (first time: a few minutes)"
+	$(SERVE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  -c docker/model-server/constraints.txt -r docker/model-server/requirements.txt
+	@touch $(SERVE_STAMP)
+
+serving-env: $(SERVE_STAMP)
 
 lint: venv
 	$(BIN)/ruff check ipa_airflow operators dags tests tools
@@ -48,7 +70,7 @@ services:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
 	  else echo "chromium is not installed and cannot be installed here: the browser test will be skipped"; fi; }
 
-test: lint typecheck services
+test: lint typecheck services serving-env
 	$(BIN)/python -m pytest
 
 unit: lint typecheck
@@ -69,4 +91,4 @@ check-resolution: venv
 	$(BIN)/python tools/check_resolution.py
 
 clean:
-	rm -rf $(VENV) .ipa .pytest_cache .ruff_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) $(SERVE_VENV) .ipa .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -7,8 +7,8 @@ Configuration (environment, read once at parse time by `load_settings()`; no hea
                             for this many seconds (IpaAdaptationLoopOperator) instead of the four tasks
                             of one decision per run: Airflow cannot start runs seconds apart
   IPA_LOAD_SOURCE           'prometheus' (connection ipa_prometheus_default) or 'trace' (the default)
-  IPA_PROMETHEUS_QUERY      PromQL for a pipeline's request rate in req/s (default
-                            sum(rate(ipa_requests_total[2s])))
+  IPA_PROMETHEUS_QUERY      PromQL for a pipeline's request rate in req/s (default: MLServer's requests
+                            to its first stage; {pipeline} and {stage} are filled in per spec)
   IPA_TRACE                 the trace a 'trace' source replays
   IPA_CLUSTER_BACKEND       'kubernetes' (connection kubernetes_default) or 'simulated' (the default)
   IPA_SIMULATED_STARTUP_S   seconds a simulated Deployment takes to become ready (default 0)

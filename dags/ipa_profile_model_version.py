@@ -128,14 +128,24 @@ with DAG(
             if SETTINGS.load.source == "prometheus"
             else None
         )
-        peak = recent_peak_rps(
-            SETTINGS, now=now, window_s=int(SETTINGS.registry.gate_window_s), prometheus_url=url
-        )
+        peaks: dict[str, float] = {}
+
+        def peak(spec) -> float:  # each pipeline's own load (its first stage's, from Prometheus)
+            if spec.name not in peaks:
+                peaks[spec.name] = recent_peak_rps(
+                    SETTINGS,
+                    now=now,
+                    window_s=int(SETTINGS.registry.gate_window_s),
+                    prometheus_url=url,
+                    spec=spec,
+                )
+            return peaks[spec.name]
+
         out = []
         for uri in versions:
             name, version = split_version_uri(uri)
             run = gate_model_version(
-                registry, name, version, [SETTINGS.specs_dir], peak_rps_for=lambda spec: peak, now=now
+                registry, name, version, [SETTINGS.specs_dir], peak_rps_for=peak, now=now
             )
             for result in run.results:
                 log.info("gate %s for %s: %s", uri, result.pipeline, result.describe())

@@ -7,7 +7,8 @@ Configuration (environment, read once at parse time by `load_settings()`):
                          rate (connection ipa_prometheus_default, query IPA_PROMETHEUS_QUERY), undamped;
                          'trace' (the default): the trace file IPA_TRACE (default: the shipped one)
   IPA_HISTORY_DAYS       days of Prometheus history to read (default 14; its retention must cover them)
-  IPA_PROMETHEUS_QUERY   PromQL for the request rate in req/s (default sum(rate(ipa_requests_total[2s])))
+  IPA_PROMETHEUS_QUERY   PromQL for the request rate in req/s (default: MLServer's requests to the first
+                         stage of the first spec in IPA_SPECS_DIR; {pipeline} and {stage} are filled in)
   IPA_TRAIN_DAYS / IPA_TEST_DAYS   days of the load to train and to backtest on, 0 the oldest
                          (default 0-9 / 10-13)
   IPA_FORECASTER_NAME    the registered model (default ipa-load-forecaster; the adaptation DAG's
@@ -48,14 +49,24 @@ with DAG(
 
     @task
     def train_and_register() -> dict:
+        import logging
         import time
 
         from ipa_airflow.forecasting import retrain
+        from ipa_airflow.spec import load_spec
+
+        log = logging.getLogger("airflow.task")
 
         tracking_uri = IpaMlflowHook(MLFLOW_CONN_ID).tracking_uri
         if SOURCE == "prometheus":
+            source = IpaPrometheusHook(PROMETHEUS_CONN_ID).get_conn(QUERY)
+            specs = sorted(SETTINGS.specs_dir.glob("*.yaml"))
+            if specs and source.for_pipeline(load_spec(specs[0])).query != source.query:
+                # One forecaster for every pipeline: it learns the load's shape from the first pipeline's.
+                source = source.for_pipeline(load_spec(specs[0]))
+                log.info("training on the load of %s (its first stage): %s", specs[0].name, source.query)
             return retrain.retrain_on_recent_load(
-                IpaPrometheusHook(PROMETHEUS_CONN_ID).get_conn(QUERY),
+                source,
                 days=HISTORY_DAYS,
                 now=time.time(),
                 tracking_uri=tracking_uri,

@@ -27,8 +27,11 @@ PROFILES_EXPERIMENT = "ipa-profiles"
 DECISIONS_EXPERIMENT = "ipa-decisions"
 FORECASTS_EXPERIMENT = "ipa-forecasters"
 # PrometheusSource.query's default (tests/unit/test_settings.py keeps the two equal): a pipeline's
-# request rate in req/s.
-DEFAULT_PROMETHEUS_QUERY = "sum(rate(ipa_requests_total[2s]))"
+# request rate in req/s, MLServer's request counter on its first stage ({pipeline}, {stage} filled in).
+DEFAULT_PROMETHEUS_QUERY = (
+    'sum(rate(rest_server_requests_total{pipeline="{pipeline}", stage="{stage}", '
+    'path=~"/v2/models/[^/]+(/versions/[^/]+)?/infer"}[2s]))'
+)
 LOAD_SOURCES = ("trace", "prometheus")
 CLUSTER_BACKENDS = ("simulated", "kubernetes")
 # MLflow's HTTP client retries for minutes by default; these fail fast when MLflow is down. Applied (where

@@ -26,7 +26,7 @@ class IpaForecastOperator(BaseOperator):
         trace: str | None = None,
         damping: float = 8.0,
         trace_second: Any = None,
-        query: str = "sum(rate(ipa_requests_total[2s]))",
+        query: str | None = None,  # None: PrometheusSource's default, MLServer's request counter
         model: str = "exp-smoothing",
         model_uri: str | None = None,
         spec_path: str | None = None,
@@ -52,7 +52,12 @@ class IpaForecastOperator(BaseOperator):
     def _prometheus(self):
         if self.source != "prometheus":
             raise ValueError(f"source must be 'trace' or 'prometheus', not {self.source!r}")
-        return IpaPrometheusHook(self.ipa_prometheus_conn_id).get_conn(self.query)
+        source = IpaPrometheusHook(self.ipa_prometheus_conn_id).get_conn(self.query)
+        if self.spec_path:  # the query's {pipeline} and {stage}: this pipeline's first stage
+            from ipa_airflow.spec import load_spec
+
+            source = source.for_pipeline(load_spec(self.spec_path))
+        return source
 
     def execute(self, context) -> dict[str, Any]:
         import time

@@ -66,10 +66,11 @@ class IpaPrometheusHook(BaseHook):
     def url(self) -> str:
         return _url(self.get_connection(self.ipa_prometheus_conn_id))
 
-    def get_conn(self, query: str):
+    def get_conn(self, query: str | None = None):
         from ipa_airflow.forecasting.sources import PrometheusSource
 
-        return PrometheusSource(_url(self.get_connection(self.ipa_prometheus_conn_id)), query)
+        url = _url(self.get_connection(self.ipa_prometheus_conn_id))
+        return PrometheusSource(url, query) if query else PrometheusSource(url)
 
 
 class ClusterHook(BaseHook):

@@ -47,7 +47,12 @@ def add_forecast(sub) -> None:
         "export", help="write a pipeline's per-second request rate from Prometheus as a trace file"
     )
     p.add_argument("--prometheus", required=True, help="the server's URL, e.g. http://prometheus:9090")
-    p.add_argument("--query", default=PrometheusSource.query, help="PromQL for the pipeline's rate (req/s)")
+    p.add_argument(
+        "--query",
+        default=PrometheusSource.query,
+        help="PromQL for the pipeline's rate in req/s (default: MLServer's requests to --spec's first stage)",
+    )
+    p.add_argument("--spec", help="the pipeline whose load to read: fills the query's {pipeline} and {stage}")
     p.add_argument("--days", type=at.export_days, help="the last N whole UTC days")
     p.add_argument("--start", type=at.unix_s, help="or: the first second (unix time; taken back to the hour)")
     p.add_argument("--end", type=at.unix_s, help="and the second after the last (unix time)")
@@ -139,6 +144,10 @@ def cmd_forecast_export(args) -> int:
     check_writable(args.out)  # argparse checked the path; this tries it, before the fetch
     start, end = export_window(time.time(), days=args.days, start=args.start, end=args.end)
     source = PrometheusSource(args.prometheus, args.query)
+    if args.spec:
+        from ..spec import load_spec
+
+        source = source.for_pipeline(load_spec(args.spec))
     say = _say(args)
     if args.start is not None and start != args.start:
         say(f"starting at {start}, the hour before {args.start}: backtests take a trace to start on the hour")

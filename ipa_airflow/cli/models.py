@@ -68,15 +68,25 @@ def cmd_gate(args) -> int:
     specs = args.specs or [str(settings.specs_dir)]
     spec_files(specs)  # a path that does not exist is refused before MLflow is asked anything
     now = dt.datetime.now(dt.UTC)
-    if args.peak_rps is not None:
-        peak, where = args.peak_rps, "given"
-    else:
-        peak = recent_peak_rps(settings, now=now, window_s=args.window, prometheus_url=args.prometheus)
-        where = f"the highest of the last {args.window} s, from the {settings.load.source}"
-    registry = registry_for(args.tracking_uri)
-    run = gate_model_version(
-        registry, args.name, str(args.version), specs, peak_rps_for=lambda spec: peak, now=now
+    peaks: dict[str, float] = {}
+
+    def peak_for(spec) -> float:  # each pipeline's own load when Prometheus is asked per pipeline
+        if args.peak_rps is not None:
+            return float(args.peak_rps)
+        if spec.name not in peaks:
+            peaks[spec.name] = recent_peak_rps(
+                settings, now=now, window_s=args.window, prometheus_url=args.prometheus, spec=spec
+            )
+        return peaks[spec.name]
+
+    where = (
+        "given"
+        if args.peak_rps is not None
+        else (f"the highest of the last {args.window} s, from the {settings.load.source}")
     )
+    registry = registry_for(args.tracking_uri)
+    run = gate_model_version(registry, args.name, str(args.version), specs, peak_rps_for=peak_for, now=now)
+    peak = max(peaks.values(), default=float(args.peak_rps or 0.0))
     if args.json:
         render.print_json({**run.to_dict(), "peak_rps": peak, "peak_from": where})
     else:

@@ -7,6 +7,7 @@ not care where the numbers came from. A Prometheus history can be written as a t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gzip
 import http.client
@@ -133,6 +134,15 @@ class TraceReplay:
 
 # Prometheus answers at most 11,000 points per series; 3 hours of seconds stay under it.
 MAX_POINTS_PER_QUERY = 3 * 3600
+# The rate of requests a pipeline's first stage receives: MLServer's REST request counter (every outcome,
+# not only successes, so a failing stage does not hide load), inference paths only (the counter also holds
+# readiness probes; MLServer labels the path with its template, /v2/models/{model_name}/infer). `pipeline`
+# and `stage` are the labels docker/prometheus/prometheus-kubernetes.yml relabels the pods' ipa.io/pipeline
+# and ipa.io/stage to; the placeholders are filled in per pipeline (`PrometheusSource.for_pipeline`).
+DEFAULT_LOAD_QUERY = (
+    'sum(rate(rest_server_requests_total{pipeline="{pipeline}", stage="{stage}", '
+    'path=~"/v2/models/[^/]+(/versions/[^/]+)?/infer"}[2s]))'
+)
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,7 @@ class PrometheusSource:
     the traffic is still there."""
 
     url: str  # e.g. http://prometheus:9090
-    query: str = "sum(rate(ipa_requests_total[2s]))"
+    query: str = DEFAULT_LOAD_QUERY  # {pipeline} and the like are filled in by `for_pipeline`
     timeout_s: float = 10.0
     # The newest sample may lag `end` by the scrape interval and the rate's window; a longer silence
     # means the series stopped (exporters gone, relabelled, or not scraped), not that load went to 0.
@@ -154,6 +164,16 @@ class PrometheusSource:
     def __post_init__(self) -> None:
         if urllib.parse.urlsplit(self.url).scheme not in ("http", "https"):
             raise ValueError(f"the Prometheus URL must start with http:// or https://, got {self.url!r}")
+
+    def for_pipeline(self, spec) -> PrometheusSource:
+        """This source with the query's placeholders filled in for `spec`: its load is what its first
+        stage receives."""
+        from .promql import render_query
+
+        query = render_query(
+            self.query, pipeline=spec.name, namespace=spec.namespace, stage=spec.stages[0].name
+        )
+        return dataclasses.replace(self, query=query)
 
     def rates(self, *, end: float, window_s: int = 120, step_s: float = 1.0) -> np.ndarray:
         """Per-second rates over the `window_s` seconds before `end` (unix time). Steps without a sample
@@ -213,6 +233,14 @@ class PrometheusSource:
         return History(out, start, float(seen.mean()))
 
     def _points(self, start: float, end: float, step_s: float) -> list[tuple[float, float]]:
+        from .promql import placeholders
+
+        if placeholders(self.query):
+            raise LoadSourceError(
+                f"the query `{self.query}` still has {', '.join(placeholders(self.query))}, which are "
+                "filled in per pipeline (a spec's name and first stage); here no pipeline is known: name one "
+                "(--spec) or set IPA_PROMETHEUS_QUERY / --query to a query without placeholders"
+            )
         """(unix time, value) of the query's one series from start to end, both included."""
         params = {"query": self.query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}"}
         url = f"{self.url.rstrip('/')}/api/v1/query_range?{urllib.parse.urlencode(params)}"

@@ -19,13 +19,12 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 
-from ..spec import deployment_name
+from .promql import render_query  # noqa: F401 - also imported from here
 from .sources import MAX_ANSWER_BYTES, LoadSourceError
 
 DEFAULT_QUERY = (
@@ -37,28 +36,6 @@ DEFAULT_QUERY = (
 # `drift.assess(buckets_ms=...)` needs to know how finely the p99 can be read.
 MLSERVER_BUCKETS_MS = (5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0,
                        7500.0, 10000.0)  # fmt: skip
-_PLACEHOLDER = re.compile(r"\{(pipeline|stage|namespace|deployment|window)\}")
-
-
-def render_query(template: str, *, pipeline: str, namespace: str, stage: str, window_s: float) -> str:
-    """The template with its placeholders filled in. Only the five names are replaced, so PromQL's own
-    braces (label matchers) need no escaping."""
-    if not (math.isfinite(window_s) and window_s > 0):
-        raise ValueError(f"the latency window must be a positive number of seconds, got {window_s}")
-    window = f"{window_s:g}s" if float(window_s).is_integer() else f"{round(window_s * 1000)}ms"
-    values = {
-        "pipeline": _quoted(pipeline),
-        "stage": _quoted(stage),
-        "namespace": _quoted(namespace),
-        "deployment": _quoted(deployment_name(pipeline, stage)),
-        "window": window,
-    }
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-
-
-def _quoted(value: str) -> str:
-    """A label value as it may stand inside a PromQL double-quoted string."""
-    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def stage_p99_ms(

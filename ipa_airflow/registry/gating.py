@@ -251,11 +251,12 @@ def recent_peak_rps(
     window_s: int = 3600,
     prometheus_url: str | None = None,
     damping: float = TRACE_DAMPING,
+    spec=None,
 ) -> float:
     """The highest per-second load of the last `window_s` seconds, read where the adaptation DAG's
     forecast reads it (`settings.load`): the replayed trace at the second `now` stands for, or the
-    Prometheus query (whose server is an Airflow connection's: pass its URL). One load for every
-    pipeline, as the forecast has."""
+    Prometheus query (whose server is an Airflow connection's: pass its URL), for `spec`'s first stage
+    when the query names {pipeline} and {stage} (the default does)."""
     import numpy as np
 
     from ..forecasting.sources import MAX_POINTS_PER_QUERY, PrometheusSource, TraceReplay, read_trace
@@ -276,5 +277,7 @@ def recent_peak_rps(
         # Prometheus answers at most 11,000 points a query: a long window is read at a coarser step.
         step = float(max(1, math.ceil(window_s / MAX_POINTS_PER_QUERY)))
         source = PrometheusSource(prometheus_url, settings.load.prometheus_query)
+        if spec is not None:
+            source = source.for_pipeline(spec)
         rates = source.rates(end=end, window_s=window_s, step_s=step)
     return float(np.max(rates))

@@ -92,13 +92,28 @@ def test_dockerfiles_copy_what_exists_from_pinned_bases(dockerfile: Path):
 
 
 def test_model_server_requirements_match_the_constraints():
-    constraints = set((REPO / "constraints.txt").read_text().split())
+    """The model server's environment pins what it names, and shares the versions models are saved with
+    (mlflow, torch, torchvision) with the project's own constraints."""
+    ours = set((REPO / "constraints.txt").read_text().split())
+    serving = set((DOCKER / "model-server" / "constraints.txt").read_text().split())
     reqs = [
         line.strip()
         for line in (DOCKER / "model-server" / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    assert reqs and all(r in constraints for r in reqs), reqs
+    assert reqs and all(r in serving for r in reqs), reqs
+    shared = [r for r in reqs if r.split("==")[0] in ("mlflow", "torch", "torchvision")]
+    assert len(shared) == 3 and all(r in ours for r in shared), shared
+
+
+def test_local_servers_run_with_the_image_settings():
+    """What the image sets with ENV is what a local replica (ipa live, served profiling) runs with."""
+    from ipa_airflow.serving.server import IMAGE_ENV
+
+    text = (DOCKER / "model-server" / "Dockerfile").read_text()
+    env = dict(re.findall(r"(MLSERVER_\w+)=(\S+)", " ".join(re.findall(r"^ENV (.+)$", text, flags=re.M))))
+    env.pop("MLSERVER_METRICS_PORT")  # one port per local process
+    assert env == IMAGE_ENV
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus) not installed")

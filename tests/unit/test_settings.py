@@ -31,7 +31,9 @@ def test_the_defaults_are_the_ones_the_dags_and_operators_used(tmp_path):
     assert s.specs_dir == REPO / "profiles" / "pipelines"
     assert (s.load.source, s.load.history_days) == ("trace", 14)
     assert s.load.trace == REPO / "data" / "traces" / "twitter_trace_rps_days00-13.txt.gz"
-    assert s.load.prometheus_query == "sum(rate(ipa_requests_total[2s]))"
+    from ipa_airflow.forecasting.sources import PrometheusSource
+
+    assert s.load.prometheus_query == PrometheusSource.query
     assert s.load.prometheus_conn_id == "ipa_prometheus_default"
     assert (s.cluster.backend, s.cluster.kubernetes_conn_id) == ("simulated", "kubernetes_default")
     assert s.cluster.simulated_state_file == tmp_path / "cluster" / "simulated.json"

@@ -15,6 +15,8 @@ from ipa_airflow.forecasting.catalog import forecaster
 from ipa_airflow.forecasting.sources import LoadSourceError, PrometheusSource, last_whole_days, read_trace
 from ipa_airflow.forecasting.step import forecast_for, forecast_step
 
+QUERY = "sum(rate(ipa_requests_total[2s]))"
+
 
 @pytest.fixture
 def answering():
@@ -51,7 +53,7 @@ def matrix(values) -> bytes:
 
 def test_rates_land_on_their_seconds_and_missing_or_nan_steps_count_as_zero(answering):
     url = answering(matrix([[1001, "4"], [1003, "NaN"], [1004, "6.5"], [1100, "9"]]))
-    rates = PrometheusSource(url).rates(end=1004, window_s=5)
+    rates = PrometheusSource(url, QUERY).rates(end=1004, window_s=5)
     assert rates.tolist() == [0.0, 4.0, 0.0, 0.0, 6.5]  # seconds 1000..1004; 1100 is outside the window
 
 
@@ -67,7 +69,7 @@ def test_rates_land_on_their_seconds_and_missing_or_nan_steps_count_as_zero(answ
 )
 def test_an_answer_that_is_not_a_range_query_result_is_a_clear_error(answering, body):
     with pytest.raises(LoadSourceError, match="not a range query result"):
-        PrometheusSource(answering(body)).rates(end=1004, window_s=5)
+        PrometheusSource(answering(body), QUERY).rates(end=1004, window_s=5)
 
 
 def test_more_than_one_series_asks_for_an_aggregate(answering):
@@ -87,7 +89,8 @@ def test_export_of_the_last_days_writes_one_line_per_second_of_them(answering, t
     monkeypatch.setattr("time.time", lambda: 1_795_400_000.0)
     url = answering(matrix([[1_795_392_000 - 86_400 + 5, "7"]]))  # every chunk answers this one point
     out = tmp_path / "load.txt"
-    assert main(["forecast", "export", "--prometheus", url, "--days", "1", "--out", str(out), "--json"]) == 0
+    args = ["forecast", "export", "--prometheus", url, "--days", "1", "--out", str(out), "--json"]
+    assert main([*args, "--spec", "profiles/pipelines/video-cpu.yaml"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["start_utc"] == "2026-11-22T00:00:00+00:00" and report["covered"] == round(1 / 86_400, 5)
     rates = read_trace(out)
@@ -121,18 +124,18 @@ def doc(result, result_type="matrix", status="success") -> bytes:
 )
 def test_an_unusable_answer_is_a_failed_read_not_zero_load(answering, body, says):
     with pytest.raises(LoadSourceError, match=says):
-        PrometheusSource(answering(body)).rates(end=1004, window_s=5)
+        PrometheusSource(answering(body), QUERY).rates(end=1004, window_s=5)
 
 
 def test_a_series_that_stopped_is_a_failed_read(answering):
     url = answering(matrix([[1000, "7"]]))  # inside the window, but 100 s before its end
     with pytest.raises(LoadSourceError, match=r"newest sample .* is 100 s old \(at most 30 s expected\)"):
-        PrometheusSource(url).rates(end=1100, window_s=120)
+        PrometheusSource(url, QUERY).rates(end=1100, window_s=120)
 
 
 def test_zero_load_that_prometheus_measured_is_load_zero(answering):
     url = answering(matrix([[1003, "0"], [1004, "0"]]))
-    assert PrometheusSource(url).rates(end=1004, window_s=5).tolist() == [0.0] * 5
+    assert PrometheusSource(url, QUERY).rates(end=1004, window_s=5).tolist() == [0.0] * 5
 
 
 def test_a_url_without_a_scheme_is_refused_at_once():
@@ -142,7 +145,7 @@ def test_a_url_without_a_scheme_is_refused_at_once():
 
 def _forecast(url: str, *, last_good, now):
     fitted = forecaster("max").fit(np.tile([10.0, 20.0, 30.0, 20.0], 900))
-    source = PrometheusSource(url)
+    source = PrometheusSource(url, QUERY)
     return forecast_for(
         lambda w: source.rates(end=now.timestamp(), window_s=w), fitted, now=now, last_good=last_good
     )
@@ -182,3 +185,17 @@ def test_negative_rates_from_any_source_are_a_failed_read():
     fitted = forecaster("max").fit(np.tile([10.0, 20.0], 1800))
     with pytest.raises(LoadSourceError, match="no usable rates"):
         forecast_step(lambda: np.array([3.0, -1.0]), fitted, now=dt.datetime(2027, 1, 15, tzinfo=dt.UTC))
+
+
+def test_the_default_query_is_filled_in_per_pipeline_and_refused_unfilled():
+    """The default reads MLServer's request counter on a pipeline's first stage: a source nobody filled in
+    for a pipeline says so instead of asking Prometheus for a label value '{pipeline}'."""
+    from ipa_airflow.spec import load_spec
+
+    spec = load_spec("profiles/pipelines/video-cpu.yaml")
+    source = PrometheusSource("http://127.0.0.1:1")
+    with pytest.raises(LoadSourceError, match=r"still has \{pipeline\}, \{stage\}.*--spec"):
+        source.rates(end=1004, window_s=5)
+    query = source.for_pipeline(spec).query
+    assert f'pipeline="{spec.name}", stage="{spec.stages[0].name}"' in query
+    assert "rest_server_requests_total" in query and "{" + "pipeline}" not in query
