@@ -126,10 +126,13 @@ class ModelServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its inference workers are stopped with it
-                preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,  # noqa: PLW1509
             )
         finally:
             log.close()
+        if cores:
+            # Set from here, not in a preexec_fn (unsafe in a process with threads, as LocalCluster is):
+            # MLServer starts its inference worker seconds later, which inherits the affinity.
+            os.sched_setaffinity(self.proc.pid, cores)
         self.started_at = time.monotonic()
         return self
 
