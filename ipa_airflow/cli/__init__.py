@@ -13,7 +13,7 @@ import sys
 
 from .. import __version__
 from ..settings import debug_enabled
-from . import bench, demo, forecast, models, planning, profiling, selfcheck, simulate, ui, webhook
+from . import bench, demo, forecast, live, models, planning, profiling, selfcheck, simulate, ui, webhook
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     selfcheck.add_selfcheck(sub)
     ui.add_ui(sub)
     webhook.add_webhook(sub)
+    live.add_live(sub)
     return parser
 
 

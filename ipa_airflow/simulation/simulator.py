@@ -42,6 +42,34 @@ from .results import DecisionLog, SimResult
 Z99 = 2.3263  # the 99th percentile of a standard normal
 
 
+def arrival_times(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """When requests arrive (seconds from the window's start): each second's count (a fraction rounds up
+    with that probability), spread uniformly within the second. `ipa live` sends real requests at the
+    same times."""
+    seconds = len(counts)
+    whole = np.floor(counts).astype(int)
+    n_per_second = whole + (rng.random(seconds) < counts - whole)
+    return np.concatenate([i + np.sort(rng.random(n)) for i, n in enumerate(n_per_second)] or [np.zeros(0)])
+
+
+def per_second_p99(arrivals: np.ndarray, latency: np.ndarray, seconds: int) -> np.ndarray:
+    """The p99 latency of the requests that arrived in each second; a request without a latency (NaN:
+    dropped or failed) counts as infinitely late; NaN for a second without requests."""
+    p99 = np.full(seconds, np.nan)
+    sec = np.floor(arrivals).astype(int)
+    lat_or_inf = np.where(np.isnan(latency), np.inf, latency)
+    order = np.argsort(sec, kind="stable")
+    bounds = np.searchsorted(sec[order], np.arange(seconds + 1))
+    with np.errstate(invalid="ignore"):
+        for t in range(seconds):
+            chunk = lat_or_inf[order[bounds[t] : bounds[t + 1]]]
+            if len(chunk):
+                # Interpolating towards an infinite latency gives NaN, which would read as "no requests".
+                value = np.percentile(chunk, 99)
+                p99[t] = np.inf if np.isnan(value) else value
+    return p99
+
+
 @dataclass
 class Server:
     sid: int  # its pod's uid
@@ -215,9 +243,7 @@ class Simulator:
     def run(self) -> SimResult:
         t_start = time.perf_counter()
         seconds = len(self.counts)
-        whole = np.floor(self.counts).astype(int)
-        n_per_second = whole + (self.rng.random(seconds) < self.counts - whole)
-        arrivals = np.concatenate([i + np.sort(self.rng.random(n)) for i, n in enumerate(n_per_second)])
+        arrivals = arrival_times(self.counts, self.rng)
         self.arrival = arrivals
         self.enqueued: list[dict[int, float]] = [{} for _ in range(self.n_stages)]
         self.dropped_ids: set[int] = set()
@@ -284,16 +310,7 @@ class Simulator:
         done = ~np.isnan(latency)
         dropped = len(arrivals) - int(done.sum())
         late = int((latency[done] > self.spec.sla_s).sum())
-        p99 = np.full(seconds, np.nan)
-        sec = np.floor(arrivals).astype(int)
-        lat_or_inf = np.where(done, latency, np.inf)
-        order = np.argsort(sec, kind="stable")
-        bounds = np.searchsorted(sec[order], np.arange(seconds + 1))
-        with np.errstate(invalid="ignore"):  # dropped requests count as infinitely late
-            for t in range(seconds):
-                chunk = lat_or_inf[order[bounds[t] : bounds[t + 1]]]
-                if len(chunk):
-                    p99[t] = np.percentile(chunk, 99)
+        p99 = per_second_p99(arrivals, latency, seconds)
         return SimResult(
             policy=self.policy.name,
             seconds=seconds,

@@ -1,0 +1,134 @@
+"""`ipa live prepare` registers and profiles the live pipeline's models; `ipa live run` replays a window
+of the trace as real requests through MLServer replicas on this machine under each policy, then the
+simulator on the same window, and prints both side by side."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from .. import argtypes as at
+from . import render
+
+DEFAULT_SPEC = "profiles/live/two-stage-cpu.yaml"
+
+
+def add_live(sub) -> None:
+    live = sub.add_parser("live", help="the closed loop on real MLServer replicas on this machine")
+    live = live.add_subparsers(dest="live", required=True)
+    p = live.add_parser("prepare", help="register the live pipeline's models in MLflow and profile them here")
+    p.add_argument(
+        "--tracking-uri", type=at.tracking_uri, help="the MLflow to register in (MLFLOW_TRACKING_URI)"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_prepare)
+
+    p = live.add_parser(
+        "run",
+        help="replay a window as real requests under each policy, then simulate it; print both",
+        description="Needs MLServer (make serving-env), Prometheus (make services) and the models "
+        "`ipa live prepare` registers. Each policy takes the window's duration plus about a minute.",
+    )
+    p.add_argument("spec", nargs="?", default=DEFAULT_SPEC, help=f"the pipeline (default {DEFAULT_SPEC})")
+    p.add_argument("--start", type=at.second, required=True, help="the trace second the window starts at")
+    p.add_argument("--duration", type=at.window_s, default=600, help="seconds to replay (default 600)")
+    p.add_argument("--damping", type=at.damping, default=8.0, help="the trace's rates divided by this")
+    p.add_argument("--policies", default="ipa,fa2-low", help="comma-separated (planned policies only)")
+    p.add_argument("--forecaster", default="lstm-quantile")
+    p.add_argument("--trace", help="a per-second trace (default: the shipped one)")
+    p.add_argument("--tracking-uri", type=at.tracking_uri, help="the MLflow the models are in")
+    p.add_argument("--seed", type=at.seed, default=0)
+    p.add_argument("--out", type=at.out_file, help="also write the report as JSON here")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+
+def _say(args):
+    return (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else print
+
+
+def _tracking_uri(args) -> str:
+    from ..settings import load_settings
+
+    return load_settings(tracking_uri=args.tracking_uri).mlflow.tracking_uri
+
+
+def cmd_prepare(args) -> int:
+    from ..live.models import prepare
+
+    done = prepare(_tracking_uri(args), say=_say(args))
+    if args.json:
+        render.print_json([d.__dict__ for d in done])
+    return 0
+
+
+def cmd_run(args) -> int:
+    import json
+
+    from ..forecasting.sources import read_trace
+    from ..live.compare import markdown, side_by_side
+    from ..live.run import run_policy, window_of
+    from ..pipelines import load_pipeline
+    from ..registry import registry_for
+    from ..serving.environment import mlserver_executable
+    from ..settings import default_trace
+    from ..simulation import experiments as ev
+    from ..simulation.cases import check_window
+    from ..simulation.controllers import make_policy
+    from ..simulation.simulator import Simulator
+
+    say = _say(args)
+    mlserver_executable()  # no MLServer: say how to make it before anything starts
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        raise ValueError("ipa live reads the load from a real Prometheus: install it (make services)")
+    policies = [p for p in args.policies.split(",") if p]
+    if "hpa" in policies:
+        raise ValueError("--policies: hpa runs in the simulator only; live runs the planned policies")
+    tracking_uri = _tracking_uri(args)
+    trace_path = args.trace or default_trace()
+    trace = read_trace(trace_path, damping=args.damping)
+    check_window(trace, args.start, args.duration, trace_path)
+    pipeline = load_pipeline(args.spec, registry=registry_for(tracking_uri))
+    window = window_of(trace, args.start, args.duration)
+    say(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
+    fitted = ev.fit_forecaster(trace, model=args.forecaster, seed=args.seed)
+    out = []
+    for policy in policies:
+        measured = run_policy(
+            pipeline,
+            window,
+            policy,
+            fitted=fitted,
+            tracking_uri=tracking_uri,
+            prometheus_binary=prometheus,
+            seed=args.seed,
+            say=say,
+        )
+        pol = make_policy(policy, pipeline.spec, pipeline.profiles, fitted, start_s=args.start)
+        simulated = Simulator(
+            pipeline.spec,
+            pipeline.profiles,
+            window.counts,
+            pol,
+            history=window.history,
+            seed=args.seed,
+            source=pipeline.source,
+        ).run()
+        row = side_by_side(simulated, measured)
+        say(f"{policy}: measured {measured.summary()} / simulated {simulated.summary()}")
+        out.append(row)
+    report = {
+        "spec": str(args.spec),
+        "window": {"start": args.start, "duration": args.duration, "damping": args.damping},
+        "forecaster": args.forecaster,
+        "policies": out,
+    }
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1))
+    if args.json:
+        render.print_json(report)
+    else:
+        print(markdown(report))
+    return 0

@@ -1,0 +1,57 @@
+"""The simulator beside the real servers: the same window, profiles, forecaster and policy, one row of
+figures each, and whether they agree within the targets (p99 within 20 %, violation rate within one
+percentage point)."""
+
+from __future__ import annotations
+
+from ..simulation.results import SimResult
+
+P99_TOLERANCE = 0.20  # |simulated / measured - 1|
+VIOLATION_TOLERANCE = 0.01  # absolute, a share of requests
+FIELDS = ("sla_violation_rate", "p99_latency_s", "mean_cost", "mean_accuracy", "reconfigurations", "sent")
+
+
+def side_by_side(simulated: SimResult, measured: SimResult) -> dict:
+    sim, real = simulated.summary(), measured.summary()
+    rows = {k: {"simulated": sim[k], "measured": real[k]} for k in FIELDS}
+    p99_sim, p99_real = sim["p99_latency_s"], real["p99_latency_s"]
+    p99_gap = None if not (p99_sim and p99_real) else round(p99_sim / p99_real - 1, 4)
+    viol_gap = round(sim["sla_violation_rate"] - real["sla_violation_rate"], 5)
+    return {
+        "policy": measured.policy,
+        "rows": rows,
+        "p99_gap": p99_gap,  # simulated over measured, minus one
+        "violation_gap": viol_gap,  # simulated minus measured
+        "p99_within_20pct": p99_gap is not None and abs(p99_gap) <= P99_TOLERANCE,
+        "violations_within_1pp": abs(viol_gap) <= VIOLATION_TOLERANCE,
+        "measured_wall_s": round(measured.wall_s, 1),
+    }
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "| policy | violations sim / real | p99 s sim / real | mean cost sim / real | accuracy sim / real "
+        "| reconfigs sim / real | p99 within 20 % | violations within 1 pp |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for c in report["policies"]:
+        r = c["rows"]
+        cells = [_pair(r, k, fmt) for k, fmt in METRIC_FORMATS]
+        agree = ["yes" if c[k] else "no" for k in ("p99_within_20pct", "violations_within_1pp")]
+        lines.append("| " + " | ".join([c["policy"], *cells, *agree]) + " |")
+    return "\n".join(lines)
+
+
+METRIC_FORMATS = (
+    ("sla_violation_rate", ".2%"),
+    ("p99_latency_s", ".3f"),
+    ("mean_cost", ".2f"),
+    ("mean_accuracy", ".4f"),
+    ("reconfigurations", "d"),
+)
+
+
+def _pair(rows: dict, key: str, fmt: str) -> str:
+    return " / ".join(
+        "-" if v is None else format(v, fmt) for v in (rows[key]["simulated"], rows[key]["measured"])
+    )
