@@ -96,7 +96,7 @@ def cmd_run(args) -> int:
     fitted = ev.fit_forecaster(trace, model=args.forecaster, seed=args.seed)
     out = []
     for policy in policies:
-        measured = run_policy(
+        live = run_policy(
             pipeline,
             window,
             policy,
@@ -116,8 +116,9 @@ def cmd_run(args) -> int:
             seed=args.seed,
             source=pipeline.source,
         ).run()
-        row = side_by_side(simulated, measured)
-        say(f"{policy}: measured {measured.summary()} / simulated {simulated.summary()}")
+        row = side_by_side(simulated, live.result)
+        row["measured_only"] = {k: v for k, v in live.summary().items() if k not in simulated.summary()}
+        say(f"{policy}: measured {live.summary()}\n{policy}: simulated {simulated.summary()}")
         out.append(row)
     report = {
         "spec": str(args.spec),

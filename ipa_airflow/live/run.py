@@ -38,6 +38,31 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class LiveRun:
+    """A policy's measured run: the simulator's figures, plus what only real servers show."""
+
+    result: SimResult
+    stage_latency_ms: dict[str, dict[str, float]]  # per stage: p50 and p99 of one hop (router to answer)
+    startup_s: list[float]  # each replica, from its process starting to its model answering ready
+    oversubscribed: bool  # the replicas asked for more cores than the machine has
+    loop: dict  # the adaptation loop's own account: decisions, changes, ticks skipped and why
+
+    def summary(self) -> dict:
+        starts = sorted(self.startup_s)
+        return {
+            **self.result.summary(),
+            "stage_latency_ms": self.stage_latency_ms,
+            "startup_s": {
+                "n": len(starts),
+                "median": round(float(np.median(starts)), 2) if starts else None,
+                "max": round(starts[-1], 2) if starts else None,
+            },
+            "oversubscribed": self.oversubscribed,
+            "loop": self.loop,
+        }
+
+
+@dataclass(frozen=True)
 class LiveWindow:
     counts: np.ndarray  # requests per second to replay (damped)
     history: np.ndarray  # the seconds before it, what the forecaster sees first
@@ -147,7 +172,7 @@ def run_policy(
     workdir: Path | None = None,
     seed: int = 0,
     say: Callable[[str], None] = lambda message: None,
-) -> SimResult:
+) -> LiveRun:
     """Replay `window` under `policy` on real replicas; the replicas are stopped before it returns."""
     from ..cluster.local_backend import LocalCluster
 
@@ -213,15 +238,19 @@ def run_policy(
         def _sleep(seconds_: float) -> None:
             stop.wait(seconds_)
 
+        loop_summary: dict = {}
+
         def adapt() -> None:
             if stop.wait(interval):  # the first decision after one interval, as the simulator's
                 return
-            run_loop(
-                str(pipeline.source),
-                duration_s=max(0.0, seconds - interval),
-                load=lambda at: pipeline,
-                sleep=_sleep,
-                **loop_args,
+            loop_summary.update(
+                run_loop(
+                    str(pipeline.source),
+                    duration_s=max(0.0, seconds - interval),
+                    load=lambda at: pipeline,
+                    sleep=_sleep,
+                    **loop_args,
+                ).to_dict()
             )
 
         adapter = threading.Thread(target=adapt, name="ipa-live-loop", daemon=True)
@@ -232,6 +261,8 @@ def run_policy(
         stop.set()
         adapter.join(timeout=120)
         wall = time.monotonic() - t0
+        startup = _startups(cluster.events)
+        oversubscribed = bool(cluster.oversubscribed)
     finally:
         cluster.close()
         if prom is not None:
@@ -248,7 +279,19 @@ def run_policy(
             dropped += 1  # dropped, failed, or never answered: a violation, as a drop is in the simulator
     done = ~np.isnan(latency)
     n = min(len(sampler.cost), seconds)
-    return SimResult(
+    hops: dict[str, list[float]] = {st.name: [] for st in spec.stages}
+    for r in results:
+        for name, seconds_ in zip(spec.stage_names, getattr(r, "stage_latency_s", ()) or (), strict=False):
+            hops[name].append(seconds_ * 1000)
+    stage_latency = {
+        name: {
+            "p50": round(float(np.percentile(v, 50)), 2),
+            "p99": round(float(np.percentile(v, 99)), 2),
+        }
+        for name, v in hops.items()
+        if v
+    }
+    result = SimResult(
         policy=policy,
         seconds=seconds,
         sent=len(arrivals),
@@ -270,6 +313,13 @@ def run_policy(
         sla_s=spec.sla_s,
         plans=decisions.plans,
     )
+    return LiveRun(result, stage_latency, startup, oversubscribed, loop_summary)
+
+
+def _startups(events) -> list[float]:
+    """Seconds from each server's start to its ready, from the cluster's event log."""
+    started = {e.uid: e.t for e in events if e.kind == "start"}
+    return [e.t - started[e.uid] for e in events if e.kind == "ready" and e.uid in started]
 
 
 async def _replay(cluster, spec, arrivals, t0, seconds, sampler, planned, decisions, lock, say, policy):
