@@ -101,7 +101,10 @@ class Profile:
 
     @property
     def id(self) -> str:
-        return f"{self.model}/{self.hardware}/{self.dtype}/{self.resources}"
+        """'model/hardware/dtype/resources', the id a spec's shape names by default. A served profile
+        (measured through the model server) ends in '/served': it never stands in for the in-process
+        profile of the same shape, and a shape plans on it only by naming it (`profile:`)."""
+        return profile_id(self.model, self.hardware, self.dtype, self.resources, self.provenance)
 
     @cached_property
     def _by_batch(self) -> dict[int, BatchPoint]:
@@ -236,6 +239,11 @@ class ProfileSet:
                     )
                 merged[pid], origin[pid] = profile, path
         return cls(merged)
+
+
+def profile_id(model: str, hardware: str, dtype: str, resources: str, provenance: Mapping[str, Any]) -> str:
+    base = f"{model}/{hardware}/{dtype}/{resources}"
+    return f"{base}/served" if provenance.get("method") == "served" else base
 
 
 def import_reference_jsonl(path: str | Path, *, hardware: str, source: str) -> ProfileSet:
@@ -381,7 +389,7 @@ class _ProfileFileIn(_In):
 
     @model_validator(mode="after")
     def _each_id_once(self) -> _ProfileFileIn:
-        ids = [f"{p.model}/{p.hardware}/{p.dtype}/{p.resources}" for p in self.profiles]
+        ids = [profile_id(p.model, p.hardware, p.dtype, p.resources, p.provenance) for p in self.profiles]
         repeat = first_repeat(ids)
         if repeat is not None:
             j, i = repeat

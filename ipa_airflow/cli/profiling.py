@@ -1,5 +1,6 @@
-"""`ipa profile` (measure a model on this machine, into MLflow) and `ipa profiles` (profile files:
-import a reference dump, compare with one, file the ones kept while MLflow was down)."""
+"""`ipa profile` (measure a model on this machine, into MLflow; `--served`: through the real model
+server) and `ipa profiles` (profile files: import a reference dump, compare with one, served with
+in-process, file the ones kept while MLflow was down)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 
 from .. import argtypes as at
 from . import render
+
+# How long MLServer waits to fill a batch when --served; above a second is a typo for milliseconds.
+batch_time_s = at.Real(lo=0, hi=10, lo_open=True, example="0.05", what="a batch-filling time in seconds")
 
 
 # ---- profile ----------------------------------------------------------------------------------------
@@ -34,6 +38,20 @@ def add_profile(sub) -> None:
         type=at.tracking_uri,
         help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or .ipa/mlflow.db)",
     )
+    p.add_argument(
+        "--served",
+        action="store_true",
+        help="measure through the real model server (MLServer, MLflow runtime) pinned to --threads cores, "
+        "one server per batch size driven by that many concurrent requests; filed beside the in-process "
+        "profile (only with --model-uri, on CPU)",
+    )
+    p.add_argument(
+        "--batch-time",
+        type=batch_time_s,
+        default=None,
+        help="with --served: MLSERVER_MODEL_MAX_BATCH_TIME, seconds MLServer waits to fill a batch "
+        "(default 0.05)",
+    )
     p.add_argument("--no-log", action="store_true", help="do not log the profile to MLflow")
     p.add_argument("--out", type=at.out_file, help="also write the profile as a profile file (JSON)")
     p.add_argument("--json", action="store_true")
@@ -42,13 +60,17 @@ def add_profile(sub) -> None:
 
 def cmd_profile(args) -> int:
     from ..profiling import job
+    from ..profiling.served import DEFAULT_BATCH_TIME_S, IN_PROCESS, SERVED
     from ..profiling.sweep import parse_batch_sizes
     from ..registry import registry_for
 
+    if args.batch_time is not None and not args.served:
+        raise ValueError("--batch-time is the model server's: it goes with --served")
     batch_sizes = parse_batch_sizes(args.batch_sizes)
     out = Path(args.out) if args.out is not None else None  # checked writable by argparse, before any work
     log = not args.no_log
     registry = registry_for(args.tracking_uri) if log or args.model_uri else None
+    say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
     prepared = job.prepare(
         zoo=args.zoo,
         model_uri=args.model_uri,
@@ -60,16 +82,40 @@ def cmd_profile(args) -> int:
         hardware=args.hardware,
         registry=registry,
         log=log,
-        say=(lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr)),
+        say=say,
+        method=SERVED if args.served else IN_PROCESS,
+        batch_time_s=args.batch_time or DEFAULT_BATCH_TIME_S,
     )
-    disable = args.json or not sys.stderr.isatty()
+    # Served: a line per server started and batch size measured (a bar would hide them).
+    disable = args.json or not sys.stderr.isatty() or args.served
     with render.profiling_progress(prepared.label, len(batch_sizes), disable=disable) as on_cell:
-        summary = job.profile_and_register(prepared, registry, log=log, out=out, on_cell=on_cell)
+        summary = job.profile_and_register(prepared, registry, log=log, out=out, on_cell=on_cell, say=say)
     if args.json:
         render.print_json(summary)
     else:
         render.profile(summary)
+        if args.served:
+            _served_lines(summary)
     return 0
+
+
+def _served_lines(summary: dict) -> None:
+    """What the server says per batch size, under the table `render.profile` prints."""
+    server = summary["server"]
+    cores, client = (",".join(map(str, server[k])) for k in ("cores", "client_cores"))
+    print(
+        f"served by MLServer {server['mlserver']} on core(s) {cores}, batch time "
+        f"{server['batch_time_s']:g} s (the client on {client})"
+    )
+    for c in summary["cells"]:
+        mean = "n/a" if c["server_mean_ms"] is None else f"{c['server_mean_ms']:.2f} ms"
+        formed = "n/a" if c["mean_batch_served"] is None else f"{c['mean_batch_served']:.2f}"
+        print(
+            f"  batch {c['batch']}: server {mean} a request, mean batch formed {formed}, "
+            f"ready {c['ready_s']:.1f} s after start"
+        )
+    for w in summary["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
 
 
 # ---- profiles ---------------------------------------------------------------------------------------
@@ -88,6 +134,12 @@ def add_profiles(sub) -> None:
     p = profiles.add_parser("compare", help="ratio of p50 latencies against reference profiles")
     p.add_argument("ours", nargs="+", help="profile files")
     p.add_argument("--reference", required=True)
+    p.add_argument(
+        "--served",
+        action="store_true",
+        help="OURS are served profiles (`ipa profile --served --out`), --reference the in-process ones of "
+        "the same models: served/in-process ratios of p50, p99 and throughput per batch size",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profiles_compare)
     p = profiles.add_parser(
@@ -158,9 +210,45 @@ def cmd_profiles_compare(args) -> int:
     from ..profiles import ProfileSet
     from ..reports.compare import compare
 
+    if args.served:
+        return _compare_served(args)
     report = compare(ProfileSet.load(args.ours), ProfileSet.load([args.reference]))
     if args.json:
         render.print_json(report)
     else:
         render.profiles_compare(report, reference=args.reference)
+    return 0
+
+
+def _compare_served(args) -> int:
+    from rich.table import Table
+
+    from ..profiles import ProfileSet
+    from ..profiling.served import compare_served
+
+    report = compare_served(ProfileSet.load(args.ours), ProfileSet.load([args.reference]))
+    if args.json:
+        render.print_json(report)
+        return 0
+    table = Table(title=f"served / in-process ({args.reference})")
+    for col in ("model", "resources", "batch", "p50 ms", "ratio", "p99 ms", "ratio", "req/s", "ratio"):
+        table.add_column(col, justify="left" if col in ("model", "resources") else "right")
+    for r in report["rows"]:
+        table.add_row(
+            r["model"],
+            r["resources"],
+            str(r["batch"]),
+            f"{r['served_p50_ms']:.2f} / {r['in_process_p50_ms']:.2f}",
+            f"{r['p50_ratio']:.2f}",
+            f"{r['served_p99_ms']:.2f} / {r['in_process_p99_ms']:.2f}",
+            f"{r['p99_ratio']:.2f}",
+            f"{r['served_rps']:.1f} / {r['in_process_rps']:.1f}",
+            f"{r['throughput_ratio']:.2f}",
+        )
+    out = render.console()
+    out.print(table)
+    out.print(
+        f"{report['matched_cells']} cells; median ratios p50 {report['median_p50_ratio']}, "
+        f"p99 {report['median_p99_ratio']}, throughput {report['median_throughput_ratio']}"
+    )
     return 0

@@ -8,6 +8,11 @@ removed once filed. When filing fails the error says where the profile is and ho
 The files are ordinary profile files (`ProfileSet.load` reads them); what MLflow needs besides the
 profile (the model reference and runtime of its staleness key) is in the provenance `ipa profile` writes.
 This module is the one profile-and-register path: the CLI and the Airflow operator both call it.
+
+A served profile (`served.py`: measured through MLServer) is filed the same way, beside the in-process one
+of the same model and shape, never in its place: its key's runtime names the server
+(`mlserver==V,torch==V`), its run has the param `method` and the tag `ipa.profile.method` = served, and
+the model version's summary tags go under `ipa.profile_served.` instead of the in-process `ipa.profile.`.
 """
 
 from __future__ import annotations
@@ -72,18 +77,21 @@ def keep(profile: Profile, *, out: str | Path | None = None, home: Path | None =
 
 def key_of(profile: Profile, *, where: str = "") -> ProfileKey:
     """The staleness key of a profile `ipa profile` measured, from its provenance."""
+    from .served import SERVED, profile_method, served_runtime
+
     prov = profile.provenance
     if not prov.get("model_ref") or not isinstance(prov.get("environment"), dict):
         raise ProfileError(
             f"{where or 'profile'} {profile.id}: no provenance.model_ref and provenance.environment; only "
             "profiles measured by `ipa profile` can be filed in MLflow"
         )
+    runtime = served_runtime if profile_method(profile) == SERVED else runtime_of
     return ProfileKey(
         str(prov["model_ref"]),
         profile.hardware,
         profile.dtype,
         profile.resources,
-        runtime_of(prov["environment"]),
+        runtime(prov["environment"]),
     )
 
 
@@ -94,9 +102,14 @@ def model_version_of(key: ProfileKey) -> tuple[str, str] | None:
 
 
 def file_profile(registry, profile: Profile, *, params: dict | None = None, where: str = "") -> str:
-    """One MLflow run holding `profile`, and the model version's tags when it profiles one; the run id."""
+    """One MLflow run holding `profile`, and the model version's tags when it profiles one; the run id.
+    The run's param `method` says in-process or served (a param: logged before the run is finished, so
+    no reader sees a served run without it)."""
+    from .served import SERVED, profile_method
+
     key = key_of(profile, where=where)
     env = profile.provenance["environment"]
+    method = profile_method(profile)
     run_id = registry.log_profile(
         profile,
         key,
@@ -104,13 +117,45 @@ def file_profile(registry, profile: Profile, *, params: dict | None = None, wher
             "device": env.get("device", ""),
             "threads": env.get("threads", ""),
             "model_ref": key.model_ref,
+            "method": method,
         }
         | (params or {}),
     )
     version = model_version_of(key)
-    if version is not None:
+    if method == SERVED:
+        tag_served(registry, run_id, profile, key, version)
+    elif version is not None:
         registry.tag_model_version(*version, profile, key, run_id)
     return run_id
+
+
+def served_version_tags(profile: Profile, key: ProfileKey, run_id: str) -> dict[str, str]:
+    """A served profile's summary on its model version's page, beside the in-process one's
+    (`ipa.profile.<hardware>.<resources>.<dtype>.*`, which the planner's and polling's readers own)."""
+    from ..registry.mlflow_profiles import tag_safe
+    from .served import SERVED_TAG_PREFIX
+
+    prefix = f"{SERVED_TAG_PREFIX}.{profile.hardware}.{tag_safe(profile.resources)}.{profile.dtype}"
+    first = profile.points[0]
+    return {
+        f"{prefix}.b1_p99_ms": f"{first.p99_ms:.4g}" if first.batch == 1 else "n/a",
+        f"{prefix}.best_throughput_rps": f"{max(p.throughput_rps for p in profile.points):.5g}",
+        f"{prefix}.run_id": run_id,
+        f"{prefix}.runtime": key.runtime,
+    }
+
+
+def tag_served(
+    registry, run_id: str, profile: Profile, key: ProfileKey, version: tuple[str, str] | None
+) -> None:
+    """Tag a served profile's run as served (for searches in the MLflow UI) and its model version."""
+    from .served import METHOD_TAG, SERVED
+
+    client = registry.client
+    registry._call("tag the profile run", client.set_tag, run_id, METHOD_TAG, SERVED)
+    if version is not None:
+        for k, v in served_version_tags(profile, key, run_id).items():
+            registry._call("tag the model version", client.set_model_version_tag, *version, k, v)
 
 
 @dataclass(frozen=True)

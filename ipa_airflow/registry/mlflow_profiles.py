@@ -89,11 +89,19 @@ def tag_safe(resources: str) -> str:
 
 class MlflowProfileRegistry:
     def __init__(
-        self, tracking_uri: str, *, experiment: str = "ipa-profiles", artifact_root: str | None = None
+        self,
+        tracking_uri: str,
+        *,
+        experiment: str = "ipa-profiles",
+        artifact_root: str | None = None,
+        method: str = "in-process",
     ):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.artifact_root = artifact_root
+        # Which profiles the readers below take when a model version has both: in-process (a bare model
+        # call, the default) or served (through MLServer: what a pipeline of real replicas plans on).
+        self.method = method
         self._client: MlflowClient | None = None
         self._experiment_id: str | None = None
 
@@ -261,8 +269,14 @@ class MlflowProfileRegistry:
             self._call("tag the model version", self.client.set_model_version_tag, name, version, k, v)
 
     # ---- reading -----------------------------------------------------------------------------------
-    def latest(self, key: ProfileKey, *, check_runtime: bool = True) -> tuple[Profile, str]:
-        """The newest profile matching `key` (the runtime too unless check_runtime is False)."""
+    def latest(
+        self, key: ProfileKey, *, check_runtime: bool = True, method: str | None = None
+    ) -> tuple[Profile, str]:
+        """The newest profile matching `key` (the runtime too unless check_runtime is False) measured by
+        `method` (default: the registry's), as its run's param says (runs filed before served profiling
+        existed are in-process). A served profile (`ipa profile --served`) is filed beside the in-process
+        one of the same version and shape, never in its place: a reader takes one kind or the other."""
+        method = method or self.method
         filt = (
             f"tags.`ipa.model_ref` = '{key.model_ref}' and tags.`ipa.hardware` = '{key.hardware}' "
             f"and tags.`ipa.dtype` = '{key.dtype}' and tags.`ipa.resources` = '{key.resources}'"
@@ -275,9 +289,12 @@ class MlflowProfileRegistry:
             order_by=["attributes.start_time DESC"],
             max_results=50,
         )
-        stale = []
+        stale, other_method = [], []
         for run in runs:
             if run.info.status != "FINISHED":
+                continue
+            if run.data.params.get("method", "in-process") != method:
+                other_method.append(run.info.run_id)
                 continue
             found = ProfileKey.from_tags(run.data.tags)
             if check_runtime and found.runtime != key.runtime:
@@ -291,7 +308,12 @@ class MlflowProfileRegistry:
                 f"the profiles of {what} are stale: the newest (run {run_id}) has "
                 f"{'; '.join(key.differences(found))}. Re-profile it with `ipa profile` on that hardware."
             )
-        raise RegistryError(f"MLflow holds no profile of {what}. Profile it with `ipa profile`.")
+        kind = "" if method == "in-process" else f"{method} "
+        note = f" (only profiles measured otherwise, such as run {other_method[0]})" if other_method else ""
+        flag = " --served" if method == "served" else ""
+        raise RegistryError(
+            f"MLflow holds no {kind}profile of {what}{note}. Profile it with `ipa profile{flag}`."
+        )
 
     def find_profile(self, model_uri: str, shape) -> Profile | None:
         """The newest profile of a model version on a spec's shape (any runtime), or None when MLflow holds
@@ -337,9 +359,10 @@ class MlflowProfileRegistry:
         return ProfileSet(found)
 
 
-def registry_for(tracking_uri: str | None = None) -> MlflowProfileRegistry:
-    """The profile registry on `tracking_uri` (default: settings). A local store keeps its artifacts under
-    IPA_HOME; a server decides where its artifacts go."""
+def registry_for(tracking_uri: str | None = None, *, method: str = "in-process") -> MlflowProfileRegistry:
+    """The profile registry on `tracking_uri` (default: settings), reading profiles measured by `method`
+    (in-process or served). A local store keeps its artifacts under IPA_HOME; a server decides where its
+    artifacts go."""
     from ..settings import load_settings
 
     use_client_defaults()  # callers log to MLflow through the URI (decisions, forecasters) as well
@@ -352,6 +375,7 @@ def registry_for(tracking_uri: str | None = None) -> MlflowProfileRegistry:
         uri,
         experiment=settings.mlflow.profiles_experiment,
         artifact_root=settings.mlflow.artifact_root if local else None,
+        method=method,
     )
 
 
