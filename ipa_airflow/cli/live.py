@@ -21,6 +21,11 @@ def add_live(sub) -> None:
     p.add_argument(
         "--tracking-uri", type=at.tracking_uri, help="the MLflow to register in (MLFLOW_TRACKING_URI)"
     )
+    p.add_argument(
+        "--methods",
+        default="in-process,served",
+        help="how to profile: in-process (a bare model call), served (through MLServer), or both",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_prepare)
 
@@ -36,6 +41,13 @@ def add_live(sub) -> None:
     p.add_argument("--damping", type=at.damping, default=8.0, help="the trace's rates divided by this")
     p.add_argument("--policies", default="ipa,fa2-low", help="comma-separated (planned policies only)")
     p.add_argument("--forecaster", default="lstm-quantile")
+    p.add_argument(
+        "--profiles",
+        choices=("served", "in-process"),
+        default="served",
+        help="which profiles plan and simulate: served (through MLServer, what the replicas are; default) "
+        "or in-process (a bare model call)",
+    )
     p.add_argument("--trace", help="a per-second trace (default: the shipped one)")
     p.add_argument("--tracking-uri", type=at.tracking_uri, help="the MLflow the models are in")
     p.add_argument("--seed", type=at.seed, default=0)
@@ -56,8 +68,13 @@ def _tracking_uri(args) -> str:
 
 def cmd_prepare(args) -> int:
     from ..live.models import prepare
+    from ..profiling.served import METHODS, Method
 
-    done = prepare(_tracking_uri(args), say=_say(args))
+    names = [m for m in args.methods.split(",") if m]
+    if not names or set(names) - {"in-process", "served"}:
+        raise ValueError(f"--methods {args.methods}: use in-process, served, or both (comma-separated)")
+    methods: tuple[Method, ...] = tuple(m for m in METHODS if m in names)
+    done = prepare(_tracking_uri(args), methods=methods, say=_say(args))
     if args.json:
         render.print_json([d.__dict__ for d in done])
     return 0
@@ -90,7 +107,7 @@ def cmd_run(args) -> int:
     trace_path = args.trace or default_trace()
     trace = read_trace(trace_path, damping=args.damping)
     check_window(trace, args.start, args.duration, trace_path)
-    pipeline = load_pipeline(args.spec, registry=registry_for(tracking_uri))
+    pipeline = load_pipeline(args.spec, registry=registry_for(tracking_uri, method=args.profiles))
     window = window_of(trace, args.start, args.duration)
     say(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
     fitted = ev.fit_forecaster(trace, model=args.forecaster, seed=args.seed)
@@ -124,6 +141,7 @@ def cmd_run(args) -> int:
         "spec": str(args.spec),
         "window": {"start": args.start, "duration": args.duration, "damping": args.damping},
         "forecaster": args.forecaster,
+        "profiles": args.profiles,
         "policies": out,
     }
     if args.out:

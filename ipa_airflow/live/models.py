@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..profiling.job import Method
+
 INPUT = (3, 64, 64)
 HARDWARE = "local-cpu"  # the live spec's shapes name it
 # registered model -> its versions' architectures, oldest first (`select: {newest: 2}` takes both).
@@ -57,10 +59,12 @@ def prepare(
     tracking_uri: str,
     *,
     batch_sizes: tuple[int, ...] = (1, 2, 4),
+    methods: tuple[Method, ...] = ("in-process", "served"),
     say: Callable[[str], None] = lambda message: None,
 ) -> list[Prepared]:
-    """Register what is missing and profile every version on one core of this machine (in-process, the
-    planner's profiles), filing the profiles in MLflow where the live spec's stages find them."""
+    """Register what is missing and profile every version on one core of this machine, by each of
+    `methods`: in-process (a bare model call) and served (through MLServer, which is what the live
+    replicas are); the profiles are filed in MLflow, where the live spec's stages find them."""
     import mlflow
 
     from ..profiling.job import prepare as prepare_job
@@ -77,26 +81,28 @@ def prepare(
         for architecture in architectures:
             uri, new = _register(client, name, architecture)
             say(f"{'registered' if new else 'found'} {uri} ({architecture})")
-            job = prepare_job(
-                zoo=None,
-                model_uri=uri,
-                name=None,
-                batch_sizes=batch_sizes,
-                device="cpu",
-                threads=1,
-                dtype="fp32",
-                hardware=HARDWARE,
-                registry=registry,
-                log=True,
-                say=say,
-            )
-            summary = profile_and_register(
-                job, registry, settings=TimingSettings(min_iters=20, min_seconds=1.0)
-            )
-            say(
-                f"profiled {uri}: "
-                + ", ".join(f"b{c['batch']} p99 {c['p99_ms']:.1f} ms" for c in summary["cells"])
-            )
+            run_id = None
+            for method in methods:
+                job = prepare_job(
+                    zoo=None,
+                    model_uri=uri,
+                    name=None,
+                    batch_sizes=batch_sizes,
+                    device="cpu",
+                    threads=1,
+                    dtype="fp32",
+                    hardware=HARDWARE,
+                    registry=registry,
+                    log=True,
+                    say=say,
+                    method=method,
+                )
+                summary = profile_and_register(
+                    job, registry, settings=TimingSettings(min_iters=20, min_seconds=1.0)
+                )
+                cells = ", ".join(f"b{c['batch']} p99 {c['p99_ms']:.1f} ms" for c in summary["cells"])
+                say(f"profiled {uri} ({method}): {cells}")
+                run_id = run_id or summary.get("run_id")
             out.append(
                 Prepared(uri, architecture, zoo_model(architecture).accuracy, new, summary.get("run_id"))
             )
