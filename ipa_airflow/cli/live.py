@@ -50,8 +50,13 @@ def add_live(sub) -> None:
     )
     p.add_argument("--trace", help="a per-second trace (default: the shipped one)")
     p.add_argument("--tracking-uri", type=at.tracking_uri, help="the MLflow the models are in")
+    p.add_argument(
+        "--calibration",
+        help="an earlier run's report (--out): simulate with the per-stage overhead it measured (on another "
+        "window, so the calibration is checked on traffic it did not come from)",
+    )
     p.add_argument("--seed", type=at.seed, default=0)
-    p.add_argument("--out", type=at.out_file, help="also write the report as JSON here")
+    p.add_argument("--out", type=at.out_file, help="also write the report as JSON here (after each policy)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 
@@ -82,9 +87,10 @@ def cmd_prepare(args) -> int:
 
 def cmd_run(args) -> int:
     import json
+    import signal
 
     from ..forecasting.sources import read_trace
-    from ..live.compare import markdown, side_by_side
+    from ..live.compare import calibration, markdown, side_by_side
     from ..live.run import run_policy, window_of
     from ..pipelines import load_pipeline
     from ..registry import registry_for
@@ -95,14 +101,22 @@ def cmd_run(args) -> int:
     from ..simulation.controllers import make_policy
     from ..simulation.simulator import Simulator
 
+    # A stop from outside (kill, a CI timeout) ends like Ctrl-C: through the finally that stops the
+    # model servers and Prometheus, which run in sessions of their own and would outlive us.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     say = _say(args)
     mlserver_executable()  # no MLServer: say how to make it before anything starts
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         raise ValueError("ipa live reads the load from a real Prometheus: install it (make services)")
+    from ..optimizer.policies import POLICIES
+
     policies = [p for p in args.policies.split(",") if p]
     if "hpa" in policies:
         raise ValueError("--policies: hpa runs in the simulator only; live runs the planned policies")
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        raise ValueError(f"--policies {args.policies}: choose among {', '.join(POLICIES)}")
     tracking_uri = _tracking_uri(args)
     trace_path = args.trace or default_trace()
     trace = read_trace(trace_path, damping=args.damping)
@@ -111,7 +125,20 @@ def cmd_run(args) -> int:
     window = window_of(trace, args.start, args.duration)
     say(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
     fitted = ev.fit_forecaster(trace, model=args.forecaster, seed=args.seed)
-    out = []
+    overhead_s = _calibration(args.calibration, pipeline.spec) if args.calibration else None
+    out: list[dict] = []
+    report = {
+        "spec": str(args.spec),
+        "window": {"start": args.start, "duration": args.duration, "damping": args.damping},
+        "forecaster": args.forecaster,
+        "profiles": args.profiles,
+        "calibrated_with": (
+            {"file": args.calibration, "overhead_ms": {k: v * 1000 for k, v in overhead_s.items()}}
+            if overhead_s
+            else None
+        ),
+        "policies": out,
+    }
     for policy in policies:
         live = run_policy(
             pipeline,
@@ -123,31 +150,58 @@ def cmd_run(args) -> int:
             seed=args.seed,
             say=say,
         )
-        pol = make_policy(policy, pipeline.spec, pipeline.profiles, fitted, start_s=args.start)
-        simulated = Simulator(
-            pipeline.spec,
-            pipeline.profiles,
-            window.counts,
-            pol,
-            history=window.history,
-            seed=args.seed,
-            source=pipeline.source,
-        ).run()
-        row = side_by_side(simulated, live.result)
-        row["measured_only"] = {k: v for k, v in live.summary().items() if k not in simulated.summary()}
-        say(f"{policy}: measured {live.summary()}\n{policy}: simulated {simulated.summary()}")
+
+        def simulate(overhead_s=None, policy=policy):
+            pol = make_policy(policy, pipeline.spec, pipeline.profiles, fitted, start_s=args.start)
+            return Simulator(
+                pipeline.spec,
+                pipeline.profiles,
+                window.counts,
+                pol,
+                history=window.history,
+                seed=args.seed,
+                source=pipeline.source,
+                overhead_s=overhead_s,
+            ).run()
+
+        if overhead_s:
+            row = side_by_side(simulate(overhead_s), live.result, uncalibrated=simulate())
+        else:
+            row = side_by_side(simulate(), live.result)
+        row["measured_only"] = {k: v for k, v in live.summary().items() if k not in live.result.summary()}
+        say(f"{policy}: measured {live.summary()}\n{policy}: simulated {row['rows']}")
         out.append(row)
-    report = {
-        "spec": str(args.spec),
-        "window": {"start": args.start, "duration": args.duration, "damping": args.damping},
-        "forecaster": args.forecaster,
-        "profiles": args.profiles,
-        "policies": out,
-    }
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1))
+        report["calibration"] = {"overhead_ms": calibration(out), "window": report["window"]}
+        if args.out:  # after each policy: a later failure keeps the measured ones
+            Path(args.out).write_text(json.dumps(report, indent=1))
     if args.json:
         render.print_json(report)
     else:
         print(markdown(report))
     return 0
+
+
+def _calibration(path: str, spec) -> dict[str, float]:
+    """The per-stage overhead (seconds) an earlier `ipa live run --out` report measured for this spec."""
+    import json
+
+    try:
+        report = json.loads(Path(path).read_text())
+        measured = report["calibration"]["overhead_ms"]
+    except OSError as exc:
+        raise ValueError(f"--calibration {path}: cannot read it: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"--calibration {path}: not an `ipa live run --out` report with a calibration.overhead_ms section"
+        ) from None
+    if not isinstance(measured, dict) or not all(isinstance(v, (int, float)) for v in measured.values()):
+        raise ValueError(
+            f"--calibration {path}: calibration.overhead_ms must map stage names to milliseconds"
+        )
+    unknown = sorted(set(measured) - set(spec.stage_names))
+    if unknown:
+        raise ValueError(
+            f"--calibration {path}: stages {', '.join(unknown)} are not stages of {spec.name} "
+            f"({', '.join(spec.stage_names)}): it was measured on another pipeline"
+        )
+    return {k: float(v) / 1000 for k, v in measured.items()}

@@ -77,6 +77,7 @@ class Replica:
     model: str  # the V2 model name it serves (MLSERVER_MODEL_NAME: the stage's name)
     url: str
     uid: int
+    max_batch: int = 1  # MLSERVER_MODEL_MAX_BATCH_SIZE: the router keeps at most this many at it
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ class _Proc:
     labels: dict[str, str]  # pipeline, stage, variant
     model: str
     start_at: float  # when it may start (later than its creation after a crash: the back-off)
+    max_batch: int = 1
     started: bool = False
     ready: bool = False
     retiring: bool = False
@@ -228,6 +230,8 @@ class LocalCluster(PodCluster):
             name = (manifest.get("metadata") or {}).get("name")
             raise ClusterError(f"the local cluster cannot run Deployment {name}: {problem}")
         with self._lock:
+            if self._closed:  # again under the lock: close() may have run since
+                raise ClusterError("the local cluster is closed: start another to apply Deployments")
             return super().apply(manifest, dry_run=dry_run, force=force)
 
     def delete(self, namespace: str, name: str, *, uid: str | None = None) -> None:
@@ -271,6 +275,7 @@ class LocalCluster(PodCluster):
         except Exception as exc:  # e.g. MLServer gone since: a pod that cannot start, replaced with back-off
             server = _Unstartable(f"{type(exc).__name__}: {exc}")
         proc = _Proc(pod, server, cores, want, labels, env.get("MLSERVER_MODEL_NAME", ""), now + delay)
+        proc.max_batch = max(1, int(env.get("MLSERVER_MODEL_MAX_BATCH_SIZE") or 1))
         self._check_shared(extra=want)
         return proc
 
@@ -408,7 +413,13 @@ class LocalCluster(PodCluster):
         with self._lock:
             return [
                 Replica(
-                    p.labels["pipeline"], p.labels["stage"], p.labels["variant"], p.model, p.server.url, uid
+                    p.labels["pipeline"],
+                    p.labels["stage"],
+                    p.labels["variant"],
+                    p.model,
+                    p.server.url,
+                    uid,
+                    p.max_batch,
                 )
                 for uid, p in sorted(self._procs.items())
                 if p.ready

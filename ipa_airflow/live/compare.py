@@ -1,6 +1,12 @@
 """The simulator beside the real servers: the same window, profiles, forecaster and policy, one row of
 figures each, and whether they agree within the targets (p99 within 20 %, violation rate within one
-percentage point)."""
+percentage point).
+
+Calibration: what a stage's hop takes on the real servers beyond what the simulator gives it (its p50,
+measured minus simulated) is the per-batch overhead the profiles leave out: the router's HTTP exchange,
+the response's JSON, the host's other work on the replica's core. A report carries it per stage; a later
+run (`ipa live run --calibration REPORT.json`, on another window) simulates with it added to every batch,
+so the calibration is checked on traffic it was not measured on."""
 
 from __future__ import annotations
 
@@ -8,10 +14,20 @@ from ..simulation.results import SimResult
 
 P99_TOLERANCE = 0.20  # |simulated / measured - 1|
 VIOLATION_TOLERANCE = 0.01  # absolute, a share of requests
-FIELDS = ("sla_violation_rate", "p99_latency_s", "mean_cost", "mean_accuracy", "reconfigurations", "sent")
+FIELDS = (
+    "sla_violation_rate",
+    "p99_latency_s",
+    "mean_cost",
+    "mean_accuracy",
+    "planned_over_load",
+    "reconfigurations",
+    "sent",
+)
 
 
-def side_by_side(simulated: SimResult, measured: SimResult) -> dict:
+def side_by_side(simulated: SimResult, measured: SimResult, uncalibrated: SimResult | None = None) -> dict:
+    """The two runs' figures; with `uncalibrated` (the same simulation without the calibration), its
+    violation rate and p99 too, so what the calibration changed shows."""
     sim, real = simulated.summary(), measured.summary()
     rows = {k: {"simulated": sim[k], "measured": real[k]} for k in FIELDS}
     p99_sim, p99_real = sim["p99_latency_s"], real["p99_latency_s"]
@@ -25,7 +41,34 @@ def side_by_side(simulated: SimResult, measured: SimResult) -> dict:
         "p99_within_20pct": p99_gap is not None and abs(p99_gap) <= P99_TOLERANCE,
         "violations_within_1pp": abs(viol_gap) <= VIOLATION_TOLERANCE,
         "measured_wall_s": round(measured.wall_s, 1),
+        "stage_latency_ms": {"simulated": simulated.stage_latency_ms, "measured": measured.stage_latency_ms},
+        "overhead_ms": overhead_ms(simulated, measured),
+        **(
+            {
+                "uncalibrated": {
+                    k: uncalibrated.summary()[k] for k in ("sla_violation_rate", "p99_latency_s", "mean_cost")
+                }
+            }
+            if uncalibrated is not None
+            else {}
+        ),
     }
+
+
+def overhead_ms(simulated: SimResult, measured: SimResult) -> dict[str, float]:
+    """Per stage: how much longer its hop's p50 is on the real servers than in the simulation (never
+    negative: a faster real stage is not made faster in the simulator)."""
+    sim, real = simulated.stage_latency_ms, measured.stage_latency_ms
+    return {k: round(max(0.0, real[k]["p50"] - sim[k]["p50"]), 2) for k in real if k in sim}
+
+
+def calibration(rows: list[dict]) -> dict[str, float]:
+    """The per-stage overhead over every policy's run (their mean), in ms."""
+    stages: dict[str, list[float]] = {}
+    for row in rows:
+        for k, v in row.get("overhead_ms", {}).items():
+            stages.setdefault(k, []).append(v)
+    return {k: round(sum(v) / len(v), 2) for k, v in stages.items()}
 
 
 def markdown(report: dict) -> str:

@@ -32,7 +32,7 @@ from ..forecasting.sources import LoadSourceError, PrometheusSource
 from ..pipelines import Pipeline
 from ..simulation.controllers import trace_time
 from ..simulation.results import DecisionLog, SimResult
-from ..simulation.simulator import arrival_times, per_second_p99
+from ..simulation.simulator import arrival_times, per_second_p99, stage_percentiles_ms
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,12 @@ class _Sampler:
         self.spec, self.cluster, self.clock = pipeline.spec, cluster, clock
         self.cost: list[float] = []
         self.accuracy: list[float] = []
+        self.oversubscribed = False  # at any second: the replicas asked for more cores than there are
 
     def sample(self) -> None:
         now = self.clock()
         cost, scores = 0.0, []
+        self.oversubscribed = self.oversubscribed or bool(self.cluster.oversubscribed)
         pods = self.cluster.pods_now()
         for stage in self.spec.stages:
             mine = [p for p in pods if p.source["metadata"]["labels"].get(LABEL_STAGE) == stage.name]
@@ -191,6 +193,8 @@ def run_policy(
 
     cluster = LocalCluster(tracking_uri=tracking_uri)
     prom = None
+    stop = threading.Event()
+    adapter: threading.Thread | None = None
     try:
         cluster.prometheus_targets(targets)
         prom = Prometheus(prometheus_binary, root / "prometheus", targets)
@@ -215,13 +219,18 @@ def run_policy(
             read_rates=read_rates, fitted=fitted, backend=cluster, record=record, policy=policy, now=trace_now
         )
         say(f"{policy}: the first plan, its replicas starting (the simulator starts with them ready)")
-        run_loop(str(pipeline.source), duration_s=0, load=lambda at: pipeline, **loop_args)
+        first = run_loop(str(pipeline.source), duration_s=0, load=lambda at: pipeline, **loop_args)
+        if first.skipped or first.failed_reconciles:
+            raise RuntimeError(f"{policy}: the first plan was not applied: {'; '.join(first.skipped)}")
         # Every first replica ready before the replay starts, as the simulator's warm start.
         deadline = time.monotonic() + 300
         while not all(cluster.endpoints(s.name, spec.name) for s in spec.stages):
             if time.monotonic() > deadline:
-                raise RuntimeError("the first plan's replicas were not ready within 300 s")
-            time.sleep(0.25)
+                logs = "\n".join(srv.log_tail(1500) for srv in cluster.servers().values())
+                raise RuntimeError(
+                    f"the first plan's replicas were not ready within 300 s; their logs end:\n{logs}"
+                )
+            time.sleep(0.25)  # polling the replicas' readiness
         with lock:
             decisions.reconfigurations, decisions.plans = 0, decisions.plans[-1:]
             decisions.solver_s = 0.0
@@ -232,15 +241,25 @@ def run_policy(
         say(f"{policy}: replaying {len(arrivals)} requests over {seconds} s")
         t0 = time.monotonic()
         started[0] = True
-        stop = threading.Event()
         interval = spec.adaptation.interval_s
 
         def _sleep(seconds_: float) -> None:
-            stop.wait(seconds_)
+            # Cut short when the replay ends, but not a rollout wait then (it would poll without pause).
+            if stop.is_set():
+                time.sleep(seconds_)
+            else:
+                stop.wait(seconds_)
 
         loop_summary: dict = {}
+        failure: list[BaseException] = []
 
         def adapt() -> None:
+            try:
+                adapt_until_stopped()
+            except BaseException as exc:  # re-raised by the main thread once the replay is over
+                failure.append(exc)
+
+        def adapt_until_stopped() -> None:
             if stop.wait(interval):  # the first decision after one interval, as the simulator's
                 return
             loop_summary.update(
@@ -258,12 +277,18 @@ def run_policy(
         results = asyncio.run(
             _replay(cluster, spec, arrivals, t0, seconds, sampler, planned, decisions, lock, say, policy)
         )
-        stop.set()
-        adapter.join(timeout=120)
         wall = time.monotonic() - t0
+        stop.set()
+        adapter.join()  # its last reconcile, if any, ends before the cluster closes
+        adapter = None
+        if failure:
+            raise RuntimeError(f"{policy}: the adaptation loop failed: {failure[0]!r}") from failure[0]
         startup = _startups(cluster.events)
-        oversubscribed = bool(cluster.oversubscribed)
+        oversubscribed = sampler.oversubscribed
     finally:
+        stop.set()
+        if adapter is not None:
+            adapter.join()
         cluster.close()
         if prom is not None:
             prom.stop()
@@ -282,15 +307,8 @@ def run_policy(
     hops: dict[str, list[float]] = {st.name: [] for st in spec.stages}
     for r in results:
         for name, seconds_ in zip(spec.stage_names, getattr(r, "stage_latency_s", ()) or (), strict=False):
-            hops[name].append(seconds_ * 1000)
-    stage_latency = {
-        name: {
-            "p50": round(float(np.percentile(v, 50)), 2),
-            "p99": round(float(np.percentile(v, 99)), 2),
-        }
-        for name, v in hops.items()
-        if v
-    }
+            hops[name].append(seconds_)
+    stage_latency = stage_percentiles_ms(hops)
     result = SimResult(
         policy=policy,
         seconds=seconds,
@@ -312,6 +330,7 @@ def run_policy(
         wall_s=wall,
         sla_s=spec.sla_s,
         plans=decisions.plans,
+        stage_latency_ms=stage_latency,
     )
     return LiveRun(result, stage_latency, startup, oversubscribed, loop_summary)
 

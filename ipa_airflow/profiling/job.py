@@ -134,11 +134,11 @@ def _in_process(job: ProfileJob, registry, **kwargs):
 
 
 def _served(job: ProfileJob, registry, **kwargs):
-    from . import served
+    from . import served, served_driver
 
     if not (job.model_ref and job.name):
         raise ValueError("a served profile measures a registered model version: give its models:/ URI")
-    run = served.profile_served(
+    run = served_driver.profile_served(
         job.model_ref,
         job.name,
         job.request,

@@ -5,8 +5,11 @@ Each stage gets one fixed-size input built once per (stage, variant) from the mo
 (`v2.model_input`, one row): it stands in for what a real pipeline passes on (the crop a detector found,
 the transcript a recogniser wrote), so a stage's work does not depend on the previous stage's answer.
 Per stage the request goes to the ready replica with the fewest requests outstanding from this router
-(round robin among equals, or plain round robin). A stage without a ready replica makes the request wait,
-until `drop_after_s` after its arrival (the simulator's drop rule); then it is dropped. A refused or
+(round robin among equals, or plain round robin), and a replica gets at most its batch size
+(MLSERVER_MODEL_MAX_BATCH_SIZE) at a time: the rest wait here, in one queue per stage, as they wait in the
+simulator's (MLServer would queue them without bound, and a backlog would make every later request late
+where the simulator drops). A request that finds no free replica until `drop_after_s` after its arrival
+(the simulator's drop rule) is dropped. A refused or
 failed HTTP exchange makes it failed. `send` never raises for either: every request gets a result.
 """
 
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -111,6 +115,7 @@ class Router:
         self._turn = itertools.count()
         self._bodies: dict[tuple[str, str], bytes] = {}
         self._building: dict[tuple[str, str], asyncio.Lock] = {}
+        self._freed: dict[str, asyncio.Condition] = {}  # per stage: a replica has room again
 
     # ---- replicas ---------------------------------------------------------------------------------------
     def _candidates(self, stage: str) -> list[Replica]:
@@ -128,15 +133,31 @@ class Router:
         return rotated
 
     async def _pick(self, stage: str, deadline: float) -> Replica | None:
-        while True:
-            for rep in self._candidates(stage):
-                if self.cluster.acquire(rep.url):
-                    self.outstanding[rep.url] = self.outstanding.get(rep.url, 0) + 1
-                    return rep
-                self._seen = -1  # it left since the cache was read
-            if self.clock() >= deadline:
-                return None
-            await asyncio.sleep(self.wait_poll_s)  # waiting for a replica to become ready
+        """A ready replica with room (fewer outstanding than its batch size), waiting for one until
+        `deadline`; woken at once when a request of this stage is answered."""
+        freed = self._freed.setdefault(stage, asyncio.Condition())
+        async with freed:
+            while True:
+                for rep in self._candidates(stage):
+                    if self.outstanding.get(rep.url, 0) >= getattr(rep, "max_batch", math.inf):
+                        continue
+                    if self.cluster.acquire(rep.url):
+                        self.outstanding[rep.url] = self.outstanding.get(rep.url, 0) + 1
+                        return rep
+                    self._seen = -1  # it left since the cache was read
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    return None
+                try:  # a slot freed (notified), or a replica became ready (seen on the next look)
+                    await asyncio.wait_for(freed.wait(), timeout=min(remaining, self.wait_poll_s))
+                except TimeoutError:
+                    pass
+
+    async def _wake(self, stage: str) -> None:
+        freed = self._freed.get(stage)
+        if freed is not None:
+            async with freed:
+                freed.notify()
 
     def _release(self, rep: Replica) -> None:
         self.outstanding[rep.url] -= 1
@@ -192,6 +213,7 @@ class Router:
                 error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._release(rep)
+                await self._wake(stage)
             if error:
                 return result(False, f"stage '{stage}' at {rep.url}: {error}", stage)
             latencies.append(self.clock() - t0)

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,10 +34,19 @@ class ServerError(RuntimeError):
     """A model server that exited or did not become ready; the message carries its log's tail."""
 
 
+_GIVEN: set[int] = set()  # ports handed out by this process: never twice, though each is free only now
+_GIVEN_LOCK = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    with _GIVEN_LOCK:
+        while True:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = int(s.getsockname()[1])
+            if port not in _GIVEN:
+                _GIVEN.add(port)
+                return port
 
 
 def container_env(deployment: Mapping[str, Any]) -> dict[str, str]:
@@ -182,7 +192,8 @@ class ModelServer:
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM to the server and its workers, SIGKILL after `grace_s`."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is not None:
+            # The whole process group, even when the server itself has exited: its inference worker may not.
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(timeout=grace_s)

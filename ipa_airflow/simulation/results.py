@@ -26,6 +26,7 @@ class SimResult:
     sla_s: float
     plans: list[tuple[float, str]] = field(default_factory=list)  # (second, plan id) of each plan that took
     failed_reconciles: int = 0  # refused by the guardrails, or rolled back
+    stage_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage: hop p50, p99
 
     @property
     def violation_rate(self) -> float:

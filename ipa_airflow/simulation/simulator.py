@@ -16,6 +16,7 @@ import itertools
 import math
 import time
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,18 @@ def arrival_times(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     whole = np.floor(counts).astype(int)
     n_per_second = whole + (rng.random(seconds) < counts - whole)
     return np.concatenate([i + np.sort(rng.random(n)) for i, n in enumerate(n_per_second)] or [np.zeros(0)])
+
+
+def stage_percentiles_ms(hops: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
+    """Each stage's p50 and p99 hop (from reaching the stage to its answer), in ms, from seconds."""
+    return {
+        name: {
+            "p50": round(float(np.percentile(v, 50)) * 1000, 2),
+            "p99": round(float(np.percentile(v, 99)) * 1000, 2),
+        }
+        for name, v in hops.items()
+        if len(v)
+    }
 
 
 def per_second_p99(arrivals: np.ndarray, latency: np.ndarray, seconds: int) -> np.ndarray:
@@ -101,6 +114,7 @@ class Simulator:
         seed: int = 0,
         drop_after_s: float | None = None,
         source: Path | None = None,  # the spec's file: a template_file is read relative to it
+        overhead_s: Mapping[str, float] | None = None,  # per stage, added to every batch (calibration)
     ):
         self.spec, self.profiles, self.policy = spec, profiles, policy
         self.pipeline = Pipeline(spec, profiles, source or Path(f"{spec.name}.yaml"))
@@ -108,6 +122,9 @@ class Simulator:
         self.history = np.asarray(history, dtype=float)
         self.rng = np.random.default_rng(seed)
         self.drop_after_s = drop_after_s if drop_after_s is not None else 2 * spec.sla_s
+        # What the profiles leave out of a batch on real servers (the router's hop, the host's other
+        # work), measured by `ipa live run` as each stage's hop p50 over the simulator's: see docs/live.md.
+        self.overhead = [float((overhead_s or {}).get(st.name, 0.0)) for st in spec.stages]
         self.n_stages = len(spec.stages)
         self.events: list = []
         self.seq = itertools.count()
@@ -238,7 +255,8 @@ class Simulator:
                 return
             items = [q.popleft() for _ in range(min(s.batch, len(q)))]
             s.busy = True
-            self._push(now + float(np.exp(self.rng.normal(s.mu, s.sigma))), "done", k, s, items)
+            service = float(np.exp(self.rng.normal(s.mu, s.sigma))) + self.overhead[k]
+            self._push(now + service, "done", k, s, items)
 
     def run(self) -> SimResult:
         t_start = time.perf_counter()
@@ -247,6 +265,7 @@ class Simulator:
         self.arrival = arrivals
         self.enqueued: list[dict[int, float]] = [{} for _ in range(self.n_stages)]
         self.dropped_ids: set[int] = set()
+        self.hops: list[list[float]] = [[] for _ in range(self.n_stages)]  # per stage: queue + batch, s
         self.latency = np.full(len(arrivals), np.nan)
         for rid, t in enumerate(arrivals):
             self._push(float(t), "arrive", rid)
@@ -279,6 +298,7 @@ class Simulator:
             if s.retiring:
                 self.servers[k].remove(s)
             for rid in items:
+                self.hops[k].append(now - self.enqueued[k][rid])
                 if k + 1 < self.n_stages:
                     self.queues[k + 1].append(rid)
                     self.enqueued[k + 1][rid] = now
@@ -332,6 +352,9 @@ class Simulator:
             wall_s=wall,
             sla_s=self.spec.sla_s,
             plans=self.log.plans,
+            stage_latency_ms=stage_percentiles_ms(
+                {st.name: hops for st, hops in zip(self.spec.stages, self.hops, strict=True)}
+            ),
         )
 
     def _accuracy(self, now: float) -> float:

@@ -207,3 +207,44 @@ def test_bad_arguments_are_refused():
         Router(FakeCluster({}), "a")
     with pytest.raises(ValueError, match="routing policy"):
         Router(FakeCluster({}), ["a"], policy="random")
+
+
+@dataclass(frozen=True)
+class BatchRep:
+    url: str
+    variant: str
+    model: str
+    max_batch: int
+
+
+def test_a_replica_gets_at_most_its_batch_and_the_rest_wait_or_are_dropped():
+    """MLServer would queue without bound; the router keeps a replica at its batch size, as the
+    simulator's server takes one batch at a time: the third request waits for an answer, and one that
+    finds no room before its deadline is dropped, not sent."""
+    cluster = FakeCluster({"a": []})
+    cluster.reps["a"] = [BatchRep("http://a0", "v1", "a", 2)]
+    gate = asyncio.Event()
+    most = [0]
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        most[0] = max(most[0], cluster.inflight["http://a0"])
+        await gate.wait()
+        return httpx.Response(200, json={"outputs": []})
+
+    async def scenario():
+        async with Router(
+            cluster,
+            ["a"],
+            inputs=lambda url, model: ModelInput("x", "FP32", (3,)),
+            transport=httpx.MockTransport(handle),
+            drop_after_s=30.0,
+        ) as r:
+            sends = [asyncio.create_task(r.send(i)) for i in range(3)]
+            late = asyncio.create_task(r.send(9, arrived=r.clock() - 29.9))  # 0.1 s left to find room
+            done = await asyncio.wait_for(late, 5)
+            gate.set()
+            return done, await asyncio.gather(*sends)
+
+    dropped, results = asyncio.run(scenario())
+    assert dropped.dropped and not dropped.ok
+    assert all(x.ok for x in results) and most[0] == 2

@@ -66,7 +66,8 @@ def run(case: dict, workdir: Path) -> tuple[str, str]:
         last_good = Forecast("max", 20, LAST_GOOD, {"0.95": LAST_GOOD, "0.99": LAST_GOOD}, issued)
     fitted = forecaster("max").fit(np.tile([10.0, 20.0, 30.0, 20.0], 900))
     with _serving(body.encode(), int(case.get("status", 200)), bool(case.get("no_answer"))) as url:
-        source = PrometheusSource(url, timeout_s=2)
+        # The default query is filled in per pipeline; these cases are about answers, not queries.
+        source = PrometheusSource(url, "sum(rate(requests_total[2s]))", timeout_s=2)
         quiet = logging.getLogger(step.__name__)
         was, quiet.disabled = quiet.disabled, True  # the step logs each fallback; the note says it too
         try:
