@@ -31,3 +31,29 @@ def test_arrivals_follow_the_counts_and_dropped_requests_count_as_infinitely_lat
     assert list(np.floor(arrivals).astype(int)) == [0, 0, 0, 2, 2]
     p99 = per_second_p99(arrivals, np.array([0.1, 0.1, np.nan, 0.2, 0.2]), 3)
     assert np.isinf(p99[0]) and np.isnan(p99[1]) and abs(p99[2] - 0.2) < 1e-9
+
+
+def test_a_calibration_file_is_checked_against_the_pipeline(tmp_path):
+    import json
+
+    import pytest
+
+    from ipa_airflow.cli.live import _calibration
+    from ipa_airflow.spec import load_spec
+
+    spec = load_spec("profiles/live/two-stage-cpu.yaml")
+    good = tmp_path / "a.json"
+    good.write_text(json.dumps({"calibration": {"overhead_ms": {"first": 12.5, "second": 0}}}))
+    assert _calibration(str(good), spec) == {"first": 0.0125, "second": 0.0}
+    cases = {
+        "missing.json": "cannot read it",
+        "notjson.json": "not an `ipa live run --out` report",
+        "other.json": "not stages of live-cpu",
+        "text.json": "must map stage names to milliseconds",
+    }
+    (tmp_path / "notjson.json").write_text("{")
+    (tmp_path / "other.json").write_text(json.dumps({"calibration": {"overhead_ms": {"detect": 3}}}))
+    (tmp_path / "text.json").write_text(json.dumps({"calibration": {"overhead_ms": {"first": "x"}}}))
+    for name, why in cases.items():
+        with pytest.raises(ValueError, match=why):
+            _calibration(str(tmp_path / name), spec)

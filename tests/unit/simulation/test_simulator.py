@@ -182,3 +182,20 @@ def test_the_per_stage_baseline_keeps_each_stage_in_its_share_while_the_load_mov
             assert s.latency_s + fill <= share + 1e-9, (now, s)
     r = _run(cpu, np.concatenate([np.full(120, 4.0), np.full(180, 14.0)]), "per-stage", fitted)
     assert r.completed + r.dropped == r.sent and r.summary()["policy"] == "per-stage"
+
+
+def test_a_calibrated_overhead_lengthens_each_hop_of_its_stage_only(cpu, fitted):
+    """`ipa live run --calibration` adds what real servers showed beyond the profiles to every batch of a
+    stage: that stage's hops grow by it, the other stage's do not."""
+    counts = np.full(120, 4.0)
+    history = np.full(3600, 4.0)
+    first, second = cpu.spec.stage_names
+
+    def run(overhead):
+        pol = make_policy("fa2-low", cpu.spec, cpu.profiles, fitted)
+        return Simulator(cpu.spec, cpu.profiles, counts, pol, history=history, overhead_s=overhead).run()
+
+    plain, calibrated = run(None), run({first: 0.05})
+    grew = calibrated.stage_latency_ms[first]["p50"] - plain.stage_latency_ms[first]["p50"]
+    assert 45 <= grew <= 60, (plain.stage_latency_ms, calibrated.stage_latency_ms)
+    assert abs(calibrated.stage_latency_ms[second]["p50"] - plain.stage_latency_ms[second]["p50"]) < 5
