@@ -30,6 +30,13 @@ def add_live(sub) -> None:
     p.set_defaults(func=cmd_prepare)
 
     p = live.add_parser(
+        "profiles", help="served over in-process latency and throughput of the live models, from MLflow"
+    )
+    p.add_argument("--tracking-uri", type=at.tracking_uri, help="the MLflow the models are in")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profiles)
+
+    p = live.add_parser(
         "run",
         help="replay a window as real requests under each policy, then simulate it; print both",
         description="Needs MLServer (make serving-env), Prometheus (make services) and the models "
@@ -82,6 +89,27 @@ def cmd_prepare(args) -> int:
     done = prepare(_tracking_uri(args), methods=methods, say=_say(args))
     if args.json:
         render.print_json([d.__dict__ for d in done])
+    return 0
+
+
+def cmd_profiles(args) -> int:
+    from ..live.models import profile_ratios
+
+    rows = profile_ratios(_tracking_uri(args))
+    if not rows:
+        raise ValueError("no live model version has both profiles in MLflow: run `ipa live prepare` first")
+    if args.json:
+        render.print_json(rows)
+        return 0
+    columns = ("model", "architecture", "batch", "p50 served / in-process ms", "p50 ratio", "p99 ratio")
+    print("| " + " | ".join((*columns, "throughput ratio")) + " |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['model_uri']} | {r['architecture']} | {r['batch']} | {r['served_p50_ms']:.1f} / "
+            f"{r['in_process_p50_ms']:.1f} | {r['p50_ratio']:.2f} | {r['p99_ratio']:.2f} "
+            f"| {r['throughput_ratio']:.2f} |"
+        )
     return 0
 
 

@@ -107,3 +107,28 @@ def prepare(
                 Prepared(uri, architecture, zoo_model(architecture).accuracy, new, summary.get("run_id"))
             )
     return out
+
+
+def profile_ratios(tracking_uri: str) -> list[dict]:
+    """Served over in-process, per version and batch size, for every version of the live models with both
+    profiles in MLflow (what `prepare` filed): how far a bare model call is from a served request."""
+    from ..profiling.served import served_vs_inprocess
+    from ..registry import registry_for
+    from ..spec import Resources, Shape
+
+    shape = Shape(hardware=HARDWARE, resources=Resources(cpu=1))
+    readers = {m: registry_for(tracking_uri, method=m) for m in ("in-process", "served")}
+    client = readers["served"].client
+    rows = []
+    for name in MODELS:
+        for mv in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
+            uri = f"models:/{name}/{mv.version}"
+            served = readers["served"].find_profile(uri, shape)
+            inprocess = readers["in-process"].find_profile(uri, shape)
+            if served is None or inprocess is None:
+                continue
+            arch = mv.tags.get("ipa.live.architecture", "")
+            rows += [
+                {"model_uri": uri, "architecture": arch, **r} for r in served_vs_inprocess(served, inprocess)
+            ]
+    return rows
