@@ -119,7 +119,7 @@ def cmd_run(args) -> int:
 
     from ..forecasting.sources import read_trace
     from ..live.compare import calibration, markdown, side_by_side
-    from ..live.run import run_policy, window_of
+    from ..live.run import quiet_harness, run_policy, window_of
     from ..pipelines import load_pipeline
     from ..registry import registry_for
     from ..serving.environment import mlserver_executable
@@ -153,6 +153,7 @@ def cmd_run(args) -> int:
     window = window_of(trace, args.start, args.duration)
     say(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
     fitted = ev.fit_forecaster(trace, model=args.forecaster, seed=args.seed)
+    quiet_harness()  # after the fit, which may use every core
     overhead_s = _calibration(args.calibration, pipeline.spec) if args.calibration else None
     out: list[dict] = []
     report = {
@@ -161,7 +162,10 @@ def cmd_run(args) -> int:
         "forecaster": args.forecaster,
         "profiles": args.profiles,
         "calibrated_with": (
-            {"file": args.calibration, "overhead_ms": {k: v * 1000 for k, v in overhead_s.items()}}
+            {
+                "file": args.calibration,
+                "overhead_ms": {k: [x * 1000 for x in v] for k, v in overhead_s.items()},
+            }
             if overhead_s
             else None
         ),
@@ -209,9 +213,12 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _calibration(path: str, spec) -> dict[str, float]:
-    """The per-stage overhead (seconds) an earlier `ipa live run --out` report measured for this spec."""
+def _calibration(path: str, spec) -> dict[str, list[float]]:
+    """The per-stage overhead distribution (seconds at each HOP_LEVELS percentile) an earlier `ipa live
+    run --out` report measured for this spec."""
     import json
+
+    from ..simulation.simulator import HOP_LEVELS
 
     try:
         report = json.loads(Path(path).read_text())
@@ -222,9 +229,14 @@ def _calibration(path: str, spec) -> dict[str, float]:
         raise ValueError(
             f"--calibration {path}: not an `ipa live run --out` report with a calibration.overhead_ms section"
         ) from None
-    if not isinstance(measured, dict) or not all(isinstance(v, (int, float)) for v in measured.values()):
+    n = len(HOP_LEVELS)
+    if not isinstance(measured, dict) or not all(
+        isinstance(v, list) and len(v) == n and all(isinstance(x, (int, float)) for x in v)
+        for v in measured.values()
+    ):
         raise ValueError(
-            f"--calibration {path}: calibration.overhead_ms must map stage names to milliseconds"
+            f"--calibration {path}: calibration.overhead_ms must map stage names to {n} milliseconds each "
+            f"(at the percentiles {', '.join(f'{q:g}' for q in HOP_LEVELS)})"
         )
     unknown = sorted(set(measured) - set(spec.stage_names))
     if unknown:
@@ -232,4 +244,4 @@ def _calibration(path: str, spec) -> dict[str, float]:
             f"--calibration {path}: stages {', '.join(unknown)} are not stages of {spec.name} "
             f"({', '.join(spec.stage_names)}): it was measured on another pipeline"
         )
-    return {k: float(v) / 1000 for k, v in measured.items()}
+    return {k: [float(x) / 1000 for x in v] for k, v in measured.items()}

@@ -2,13 +2,17 @@
 figures each, and whether they agree within the targets (p99 within 20 %, violation rate within one
 percentage point).
 
-Calibration: what a stage's hop takes on the real servers beyond what the simulator gives it (its p50,
-measured minus simulated) is the per-batch overhead the profiles leave out: the router's HTTP exchange,
-the response's JSON, the host's other work on the replica's core. A report carries it per stage; a later
-run (`ipa live run --calibration REPORT.json`, on another window) simulates with it added to every batch,
-so the calibration is checked on traffic it was not measured on."""
+Calibration: what a stage's hop takes on the real servers beyond what the simulator gives it (measured
+minus simulated, percentile by percentile of HOP_LEVELS) is the per-batch overhead the profiles leave
+out: the router's HTTP exchange, the response's JSON, the host's other work on the replica's core. A
+report carries it per stage; a later run (`ipa live run --calibration REPORT.json`, on another window)
+simulates with it drawn for every batch, so the calibration is checked on traffic it was not measured
+on. It is a distribution, not a constant, because what the profiles miss is mostly in the tail (the
+host's other work stalling a replica now and then)."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from ..simulation.results import SimResult
 
@@ -55,20 +59,25 @@ def side_by_side(simulated: SimResult, measured: SimResult, uncalibrated: SimRes
     }
 
 
-def overhead_ms(simulated: SimResult, measured: SimResult) -> dict[str, float]:
-    """Per stage: how much longer its hop's p50 is on the real servers than in the simulation (never
-    negative: a faster real stage is not made faster in the simulator)."""
+def overhead_ms(simulated: SimResult, measured: SimResult) -> dict[str, list[float]]:
+    """Per stage, at each of HOP_LEVELS: how much longer its hop is on the real servers than in the
+    simulation (never negative, and not decreasing from one level to the next: a distribution)."""
     sim, real = simulated.stage_latency_ms, measured.stage_latency_ms
-    return {k: round(max(0.0, real[k]["p50"] - sim[k]["p50"]), 2) for k in real if k in sim}
+    out = {}
+    for k in real:
+        if k in sim:
+            gap = np.maximum(np.asarray(real[k]["levels_ms"]) - np.asarray(sim[k]["levels_ms"]), 0.0)
+            out[k] = [round(float(x), 2) for x in np.maximum.accumulate(gap)]
+    return out
 
 
-def calibration(rows: list[dict]) -> dict[str, float]:
-    """The per-stage overhead over every policy's run (their mean), in ms."""
-    stages: dict[str, list[float]] = {}
+def calibration(rows: list[dict]) -> dict[str, list[float]]:
+    """The per-stage overhead distribution over every policy's run (their mean at each level), in ms."""
+    stages: dict[str, list[list[float]]] = {}
     for row in rows:
         for k, v in row.get("overhead_ms", {}).items():
             stages.setdefault(k, []).append(v)
-    return {k: round(sum(v) / len(v), 2) for k, v in stages.items()}
+    return {k: [round(float(x), 2) for x in np.mean(np.asarray(v, float), axis=0)] for k, v in stages.items()}
 
 
 def markdown(report: dict) -> str:

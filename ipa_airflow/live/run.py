@@ -377,6 +377,19 @@ async def _until(t: float) -> None:
         await asyncio.sleep(delay)
 
 
+def quiet_harness() -> None:
+    """The harness (router, loop, forecaster) shares the machine's cores with the replicas it measures,
+    which in a cluster it would not: keep the forecaster's torch on one thread, so a forecast cannot take
+    both cores from the replicas, and hand the GIL between the loop's thread and the router's event loop
+    every 0.5 ms instead of 5, so a decision being computed does not hold requests in the router."""
+    import sys
+
+    import torch
+
+    torch.set_num_threads(1)
+    sys.setswitchinterval(0.0005)
+
+
 def window_of(trace: np.ndarray, start: int, duration: int, history_s: int = 6 * 3600) -> LiveWindow:
     return LiveWindow(trace[start : start + duration].copy(), trace[max(0, start - history_s) : start], start)
 

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,16 +54,23 @@ def arrival_times(counts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([i + np.sort(rng.random(n)) for i, n in enumerate(n_per_second)] or [np.zeros(0)])
 
 
-def stage_percentiles_ms(hops: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
-    """Each stage's p50 and p99 hop (from reaching the stage to its answer), in ms, from seconds."""
-    return {
-        name: {
-            "p50": round(float(np.percentile(v, 50)) * 1000, 2),
-            "p99": round(float(np.percentile(v, 99)) * 1000, 2),
-        }
-        for name, v in hops.items()
-        if len(v)
-    }
+# The percentiles a stage's hop latencies are reported at, and a calibrated overhead is given at.
+HOP_LEVELS = (1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9)
+
+
+def stage_percentiles_ms(hops: Mapping[str, Sequence[float]]) -> dict[str, dict[str, Any]]:
+    """Each stage's hop (from reaching the stage to its answer) in ms, from seconds: p50, p99, and every
+    percentile of HOP_LEVELS (`levels_ms`), which a calibration compares level by level."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, v in hops.items():
+        if len(v):
+            at = np.percentile(np.asarray(v, float) * 1000, HOP_LEVELS)
+            out[name] = {
+                "p50": round(float(np.percentile(v, 50)) * 1000, 2),
+                "p99": round(float(np.percentile(v, 99)) * 1000, 2),
+                "levels_ms": [round(float(x), 2) for x in at],
+            }
+    return out
 
 
 def per_second_p99(arrivals: np.ndarray, latency: np.ndarray, seconds: int) -> np.ndarray:
@@ -114,7 +122,9 @@ class Simulator:
         seed: int = 0,
         drop_after_s: float | None = None,
         source: Path | None = None,  # the spec's file: a template_file is read relative to it
-        overhead_s: Mapping[str, float] | None = None,  # per stage, added to every batch (calibration)
+        # per stage, added to every batch (calibration): seconds, or its distribution as the seconds at
+        # each of HOP_LEVELS, drawn from per batch
+        overhead_s: Mapping[str, float | Sequence[float]] | None = None,
     ):
         self.spec, self.profiles, self.policy = spec, profiles, policy
         self.pipeline = Pipeline(spec, profiles, source or Path(f"{spec.name}.yaml"))
@@ -124,7 +134,8 @@ class Simulator:
         self.drop_after_s = drop_after_s if drop_after_s is not None else 2 * spec.sla_s
         # What the profiles leave out of a batch on real servers (the router's hop, the host's other
         # work), measured by `ipa live run` as each stage's hop p50 over the simulator's: see docs/live.md.
-        self.overhead = [float((overhead_s or {}).get(st.name, 0.0)) for st in spec.stages]
+        given = overhead_s or {}
+        self.overhead = [np.atleast_1d(np.asarray(given.get(st.name, 0.0), float)) for st in spec.stages]
         self.n_stages = len(spec.stages)
         self.events: list = []
         self.seq = itertools.count()
@@ -222,6 +233,12 @@ class Simulator:
             self._handle(*heapq.heappop(self.events))
         self.now = until
 
+    def _overhead(self, k: int) -> float:
+        o = self.overhead[k]
+        if len(o) == 1:
+            return float(o[0])
+        return float(np.interp(self.rng.random() * 100, HOP_LEVELS, o))  # the measured distribution
+
     def _retire(self, k: int, s: Server) -> None:
         s.retiring = True
         if not s.busy:
@@ -255,7 +272,7 @@ class Simulator:
                 return
             items = [q.popleft() for _ in range(min(s.batch, len(q)))]
             s.busy = True
-            service = float(np.exp(self.rng.normal(s.mu, s.sigma))) + self.overhead[k]
+            service = float(np.exp(self.rng.normal(s.mu, s.sigma))) + self._overhead(k)
             self._push(now + service, "done", k, s, items)
 
     def run(self) -> SimResult:

@@ -43,17 +43,19 @@ def test_a_calibration_file_is_checked_against_the_pipeline(tmp_path):
 
     spec = load_spec("profiles/live/two-stage-cpu.yaml")
     good = tmp_path / "a.json"
-    good.write_text(json.dumps({"calibration": {"overhead_ms": {"first": 12.5, "second": 0}}}))
-    assert _calibration(str(good), spec) == {"first": 0.0125, "second": 0.0}
+    levels = [0, 0, 1, 2, 3, 4, 5, 6, 40, 100]
+    good.write_text(json.dumps({"calibration": {"overhead_ms": {"first": levels, "second": [0] * 10}}}))
+    got = _calibration(str(good), spec)
+    assert got["first"][-1] == 0.1 and got["second"] == [0.0] * 10
     cases = {
         "missing.json": "cannot read it",
         "notjson.json": "not an `ipa live run --out` report",
         "other.json": "not stages of live-cpu",
-        "text.json": "must map stage names to milliseconds",
+        "text.json": "must map stage names to 10 milliseconds each",
     }
     (tmp_path / "notjson.json").write_text("{")
-    (tmp_path / "other.json").write_text(json.dumps({"calibration": {"overhead_ms": {"detect": 3}}}))
-    (tmp_path / "text.json").write_text(json.dumps({"calibration": {"overhead_ms": {"first": "x"}}}))
+    (tmp_path / "other.json").write_text(json.dumps({"calibration": {"overhead_ms": {"detect": [3] * 10}}}))
+    (tmp_path / "text.json").write_text(json.dumps({"calibration": {"overhead_ms": {"first": 3}}}))
     for name, why in cases.items():
         with pytest.raises(ValueError, match=why):
             _calibration(str(tmp_path / name), spec)

@@ -199,3 +199,8 @@ def test_a_calibrated_overhead_lengthens_each_hop_of_its_stage_only(cpu, fitted)
     grew = calibrated.stage_latency_ms[first]["p50"] - plain.stage_latency_ms[first]["p50"]
     assert 45 <= grew <= 60, (plain.stage_latency_ms, calibrated.stage_latency_ms)
     assert abs(calibrated.stage_latency_ms[second]["p50"] - plain.stage_latency_ms[second]["p50"]) < 5
+    # A measured distribution (ms at each HOP_LEVELS percentile) is drawn from: rare stalls show in the
+    # tail, not the median.
+    stalls = run({first: [0, 0, 0, 0, 0, 0, 0, 0, 0.2, 0.5]})
+    assert stalls.stage_latency_ms[first]["p50"] - plain.stage_latency_ms[first]["p50"] < 5
+    assert stalls.stage_latency_ms[first]["p99"] - plain.stage_latency_ms[first]["p99"] > 50
