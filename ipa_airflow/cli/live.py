@@ -36,6 +36,10 @@ def add_live(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_profiles)
 
+    p = live.add_parser("report", help="print an `ipa live run --out` report as the side-by-side table")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_report)
+
     p = live.add_parser(
         "run",
         help="replay a window as real requests under each policy, then simulate it; print both",
@@ -89,6 +93,21 @@ def cmd_prepare(args) -> int:
     done = prepare(_tracking_uri(args), methods=methods, say=_say(args))
     if args.json:
         render.print_json([d.__dict__ for d in done])
+    return 0
+
+
+def cmd_report(args) -> int:
+    import json
+
+    from ..live.compare import markdown
+
+    try:
+        report = json.loads(Path(args.file).read_text())
+        print(markdown(report))
+    except OSError as exc:
+        raise ValueError(f"{args.file}: cannot read it: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{args.file}: not an `ipa live run --out` report") from None
     return 0
 
 
