@@ -61,9 +61,10 @@ with DAG(
         if SOURCE == "prometheus":
             source = IpaPrometheusHook(PROMETHEUS_CONN_ID).get_conn(QUERY)
             specs = sorted(SETTINGS.specs_dir.glob("*.yaml"))
-            if specs and source.for_pipeline(load_spec(specs[0])).query != source.query:
+            first = source.for_pipeline(load_spec(specs[0])) if specs else source
+            if first.query != source.query:
                 # One forecaster for every pipeline: it learns the load's shape from the first pipeline's.
-                source = source.for_pipeline(load_spec(specs[0]))
+                source = first
                 log.info("training on the load of %s (its first stage): %s", specs[0].name, source.query)
             return retrain.retrain_on_recent_load(
                 source,

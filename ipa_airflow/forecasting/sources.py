@@ -233,6 +233,7 @@ class PrometheusSource:
         return History(out, start, float(seen.mean()))
 
     def _points(self, start: float, end: float, step_s: float) -> list[tuple[float, float]]:
+        """(unix time, value) of the query's one series from start to end, both included."""
         from .promql import placeholders
 
         if placeholders(self.query):
@@ -241,7 +242,6 @@ class PrometheusSource:
                 "filled in per pipeline (a spec's name and first stage); here no pipeline is known: name one "
                 "(--spec) or set IPA_PROMETHEUS_QUERY / --query to a query without placeholders"
             )
-        """(unix time, value) of the query's one series from start to end, both included."""
         params = {"query": self.query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step_s:g}"}
         url = f"{self.url.rstrip('/')}/api/v1/query_range?{urllib.parse.urlencode(params)}"
         try:

@@ -33,6 +33,7 @@ def side_by_side(simulated: SimResult, measured: SimResult, uncalibrated: SimRes
     """The two runs' figures; with `uncalibrated` (the same simulation without the calibration), its
     violation rate and p99 too, so what the calibration changed shows."""
     sim, real = simulated.summary(), measured.summary()
+    plain = uncalibrated.summary() if uncalibrated is not None else None
     rows = {k: {"simulated": sim[k], "measured": real[k]} for k in FIELDS}
     p99_sim, p99_real = sim["p99_latency_s"], real["p99_latency_s"]
     p99_gap = None if not (p99_sim and p99_real) else round(p99_sim / p99_real - 1, 4)
@@ -48,12 +49,8 @@ def side_by_side(simulated: SimResult, measured: SimResult, uncalibrated: SimRes
         "stage_latency_ms": {"simulated": simulated.stage_latency_ms, "measured": measured.stage_latency_ms},
         "overhead_ms": overhead_ms(simulated, measured),
         **(
-            {
-                "uncalibrated": {
-                    k: uncalibrated.summary()[k] for k in ("sla_violation_rate", "p99_latency_s", "mean_cost")
-                }
-            }
-            if uncalibrated is not None
+            {"uncalibrated": {k: plain[k] for k in ("sla_violation_rate", "p99_latency_s", "mean_cost")}}
+            if plain is not None
             else {}
         ),
     }

@@ -42,10 +42,14 @@ class LiveRun:
     """A policy's measured run: the simulator's figures, plus what only real servers show."""
 
     result: SimResult
-    stage_latency_ms: dict[str, dict[str, float]]  # per stage: p50 and p99 of one hop (router to answer)
     startup_s: list[float]  # each replica, from its process starting to its model answering ready
     oversubscribed: bool  # the replicas asked for more cores than the machine has
     loop: dict  # the adaptation loop's own account: decisions, changes, ticks skipped and why
+
+    @property
+    def stage_latency_ms(self) -> dict[str, dict]:
+        """Per stage: one hop (the router's pick to the answer) at p50, p99 and HOP_LEVELS."""
+        return self.result.stage_latency_ms
 
     def summary(self) -> dict:
         starts = sorted(self.startup_s)
@@ -308,7 +312,6 @@ def run_policy(
     for r in results:
         for name, seconds_ in zip(spec.stage_names, getattr(r, "stage_latency_s", ()) or (), strict=False):
             hops[name].append(seconds_)
-    stage_latency = stage_percentiles_ms(hops)
     result = SimResult(
         policy=policy,
         seconds=seconds,
@@ -330,9 +333,9 @@ def run_policy(
         wall_s=wall,
         sla_s=spec.sla_s,
         plans=decisions.plans,
-        stage_latency_ms=stage_latency,
+        stage_latency_ms=stage_percentiles_ms(hops),
     )
-    return LiveRun(result, stage_latency, startup, oversubscribed, loop_summary)
+    return LiveRun(result, startup, oversubscribed, loop_summary)
 
 
 def _startups(events) -> list[float]:
