@@ -93,6 +93,8 @@ timeout_s = Real(lo=0, hi=600, lo_open=True, example="60", what="a time limit in
 interval_s = Real(lo=0, hi=86_400, lo_open=True, example="10", what="an interval in seconds")
 # A quantile to plan or score at: 0 and 1 themselves are no forecast quantile.
 quantile = Real(lo=0, hi=1, lo_open=True, hi_open=True, example="0.95", what="a quantile")
+# A share of a replica's measured throughput a plan may use: 0 would need endless replicas.
+utilisation = Real(lo=0, hi=1, lo_open=True, example="0.8", what="a utilisation cap", kind="a share")
 # A share of the SLA kept free: 1 would leave no time to serve.
 headroom = Real(lo=0, hi=1, hi_open=True, example="0.2", what="a latency headroom", kind="a share of the SLA")
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .. import argtypes as at
+from ..settings import REPO
 from . import render
 
 # How long MLServer waits to fill a batch when --served; above a second is a typo for milliseconds.
@@ -19,7 +20,9 @@ batch_time_s = at.Real(lo=0, hi=10, lo_open=True, example="0.05", what="a batch-
 def add_profile(sub) -> None:
     p = sub.add_parser("profile", help="profile a zoo model or a registered MLflow model version")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--zoo", help="a zoo model name, e.g. resnet18")
+    which.add_argument(
+        "--zoo", help="a zoo model name, e.g. resnet18 or distilbert-sst2 (an unknown name lists them all)"
+    )
     which.add_argument(
         "--model-uri", help="a registered model version: models:/name/version or models:/name@alias"
     )
@@ -131,6 +134,18 @@ def add_profiles(sub) -> None:
     p.add_argument("--source", help="provenance text (default: the file name)")
     p.add_argument("--out", type=at.out_file, required=True)
     p.set_defaults(func=cmd_profiles_import)
+    p = profiles.add_parser(
+        "import-paper",
+        help="convert the IPA authors' profiles and settings of their five pipelines to profiles and specs",
+        description="ipa profiles import-paper RUNS SETTINGS: RUNS is ipa_paper_profiles.jsonl.gz, SETTINGS "
+        "ipa_paper_pipelines.json (both in the project's shared data; see profiles/README.md)",
+    )
+    p.add_argument("runs", help="the authors' profiling runs (JSON lines, .gz allowed)")
+    p.add_argument("settings", help="the settings of their final experiments (JSON)")
+    p.add_argument("--profiles-out", default=str(REPO / "profiles" / "ipa_paper"), help="profile folder")
+    p.add_argument("--specs-out", default=str(REPO / "profiles" / "pipelines" / "paper"), help="spec folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_profiles_import_paper)
     p = profiles.add_parser("compare", help="ratio of p50 latencies against reference profiles")
     p.add_argument("ours", nargs="+", help="profile files")
     p.add_argument("--reference", required=True)
@@ -174,6 +189,29 @@ def cmd_profiles_import(args) -> int:
         ) from None
     out.write_text(json.dumps(profiles.to_dict(), indent=1))
     print(f"wrote {len(profiles)} profiles to {out}")
+    return 0
+
+
+def cmd_profiles_import_paper(args) -> int:
+    from ..profiling.paper_reference import write_all
+
+    done = write_all(args.runs, args.settings, Path(args.profiles_out), Path(args.specs_out))
+    rows = [
+        {
+            "pipeline": c.name,
+            "spec": str(Path(args.specs_out) / f"{c.name.removeprefix('paper-')}.yaml"),
+            "profiles": len(c.profiles),
+            "runs_without_latency": list(c.skipped),
+        }
+        for c in done
+    ]
+    if args.json:
+        render.print_json(rows)
+    else:
+        for r, c in zip(rows, done, strict=True):
+            print(f"{r['spec']}: {r['profiles']} profiles", end="")
+            left = len(c.skipped)
+            print(f" ({left} runs without latencies left out)" if left else "")
     return 0
 
 

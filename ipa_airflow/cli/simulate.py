@@ -49,6 +49,12 @@ def add_simulate(sub) -> None:
         "limits.latency_headroom",
     )
     p.add_argument(
+        "--max-utilisation",
+        type=at.utilisation,
+        help="plan each replica for at most this share of its measured throughput (e.g. 0.8) instead of "
+        "each spec's limits.max_utilisation",
+    )
+    p.add_argument(
         "--random-windows",
         type=at.random_windows,
         default=0,
@@ -67,7 +73,12 @@ def add_simulate(sub) -> None:
 
 
 def _spec_overrides(args) -> dict:
-    out = {"quantile": args.quantile, "interval_s": args.interval, "latency_headroom": args.latency_headroom}
+    out = {
+        "quantile": args.quantile,
+        "interval_s": args.interval,
+        "latency_headroom": args.latency_headroom,
+        "max_utilisation": args.max_utilisation,
+    }
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -100,7 +111,8 @@ def cmd_simulate(args) -> int:
             Path(args.out),
             seed=args.seed,
             model=args.forecaster,
-            progress=say,
+            # Minutes of work: progress on stderr even with --json, whose answer is on stdout.
+            progress=lambda m: print(m, file=sys.stderr),
             policies=args.policies.split(","),
             overrides=_spec_overrides(args),
             random_windows=args.random_windows,

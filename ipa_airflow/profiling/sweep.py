@@ -114,8 +114,13 @@ def profile_zoo(name: str, request: SweepRequest, **kwargs) -> SweepResult:
         model=name,
         model_ref=f"zoo:{name}",
         task=zm.task,
-        input_desc=f"{zm.input_size}px random image",
-        accuracy_meta={"metric": zm.metric, "accuracy": zm.accuracy, "weights": zm.weights},
+        input_desc=zm.input_desc or f"{zm.input_size}px random image",
+        accuracy_meta={
+            "metric": zm.metric,
+            "accuracy": zm.accuracy,
+            "weights": zm.weights,
+            "accuracy_source": zm.accuracy_source,
+        },
         **kwargs,
     )
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import platform
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .zoo_text import InputSpec
 
 
 def environment(device: str, threads: int, dtype: str) -> dict[str, Any]:
@@ -23,6 +27,9 @@ def environment(device: str, threads: int, dtype: str) -> dict[str, Any]:
             env["cpu"] = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    transformers = sys.modules.get("transformers")  # imported only for the NLP/speech zoo models
+    if transformers is not None:
+        env["transformers"] = transformers.__version__
     if device == "cuda":
         env["gpu"] = torch.cuda.get_device_name(0)
         env["cuda"] = torch.version.cuda
@@ -76,8 +83,11 @@ def batch_runner(
 
     dt = torch_dtype(dtype)
     model = model.to(device=device, dtype=dt)
-    if task == "detection":
-        inputs: Any = [torch.rand(3, input_size, input_size, device=device, dtype=dt) for _ in range(batch)]
+    spec = getattr(model, "input_spec", None)  # an NLP/speech zoo model (zoo_text.py) says its input
+    if spec is not None:
+        inputs: Any = random_inputs(spec, batch, device, dt)
+    elif task == "detection":
+        inputs = [torch.rand(3, input_size, input_size, device=device, dtype=dt) for _ in range(batch)]
     else:
         inputs = torch.rand(batch, 3, input_size, input_size, device=device, dtype=dt)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
@@ -89,3 +99,21 @@ def batch_runner(
         sync()
 
     return run
+
+
+def random_inputs(spec: InputSpec, batch: int, device: str, dt):
+    """A batch of one NLP/speech request's input: token ids, fbank frames or waveform samples. Seeded, so
+    every batch size and every run times the same inputs."""
+    import torch
+
+    from .zoo_text import FBANK, TOKENS, WAVEFORM
+
+    gen = torch.Generator().manual_seed(0)
+    if spec.kind == TOKENS:
+        ids = torch.randint(spec.low, spec.high, (batch, spec.length), generator=gen)
+        return ids.to(device)
+    if spec.kind == FBANK:
+        return torch.randn(batch, spec.length, spec.features, generator=gen).to(device=device, dtype=dt)
+    if spec.kind == WAVEFORM:
+        return torch.randn(batch, spec.length, generator=gen).to(device=device, dtype=dt)
+    raise ValueError(f"unknown input kind {spec.kind!r}; one of {TOKENS}, {FBANK}, {WAVEFORM}")

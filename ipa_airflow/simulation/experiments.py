@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ..pipelines import load_pipeline
 from ..spec import Adaptation, Limits, PipelineSpec
 from .controllers import SIMULATED_POLICIES, make_policy
 from .patterns import Pattern, find_patterns
+from .report import markdown, paper_comparison, plot_pipeline, targets
 from .results import SimResult
 from .simulator import Simulator
 
@@ -192,6 +194,8 @@ def evaluate(
             if progress:
                 progress(f"{load_pipeline(spec_path).spec.name} / {random_windows} random windows")
             robustness += window_summary(spec_path, trace, windows, policies, fitted, seed, overrides)
+    for name in dict.fromkeys(r["pipeline"] for r in rows):
+        plot_pipeline(rows, name, out / f"{name}.png")
     report = {
         "forecaster": fitted.name,
         "forecaster_fit_s": round(fit_s, 2),
@@ -200,7 +204,10 @@ def evaluate(
         "patterns": {k: v.to_dict() for k, v in found.items()},
         "rows": rows,
         "targets": targets(rows),
+        "paper_comparison": paper_comparison(rows),
         "random_windows": robustness,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "cpus": os.cpu_count(),
     }
     (out / "evaluation.json").write_text(json.dumps(report, indent=1))
     (out / "evaluation.md").write_text(markdown(report))
@@ -261,84 +268,3 @@ def minimum_cost(spec) -> float:
     return sum(
         min(spec.replica_cost(sh.resources) for v in st.variants for sh in v.shapes) for st in spec.stages
     )
-
-
-def targets(rows: list[dict]) -> list[dict]:
-    """Per pipeline and pattern: did ipa meet the issue's targets?"""
-    out = []
-    for key in sorted({(r["pipeline"], r["pattern"]) for r in rows}):
-        by = {r["policy"]: r for r in rows if (r["pipeline"], r["pattern"]) == key}
-        ipa = by.get("ipa")
-        if not ipa:
-            continue
-        t = {"pipeline": key[0], "pattern": key[1], "violations_under_1pct": ipa["sla_violation_rate"] < 0.01}
-        if "fa2-low" in by:
-            t["accuracy_above_fa2_low"] = ipa["mean_accuracy"] > by["fa2-low"]["mean_accuracy"]
-        if "fa2-high" in by:
-            t["cost_share_of_fa2_high"] = round(ipa["mean_cost"] / by["fa2-high"]["mean_cost"], 3)
-            t["cost_under_60pct_of_fa2_high"] = t["cost_share_of_fa2_high"] < 0.6
-            # When fa2-high already runs one replica per stage, no policy can cost less: the target is moot.
-            t["fa2_high_at_minimum_cost"] = by["fa2-high"]["mean_cost"] <= 1.02 * ipa.get("min_cost", 0.0)
-        if "per-stage" in by:
-            split = by["per-stage"]
-            t["cost_share_of_per_stage"] = round(ipa["mean_cost"] / split["mean_cost"], 3)
-            # Where no stage's share ever binds, per-stage plans what ipa plans: a tie, not a loss.
-            t["same_as_per_stage"] = all(
-                ipa[k] == split[k] for k in ("sla_violation_rate", "mean_accuracy", "mean_cost")
-            )
-            t["beats_per_stage"] = _beats(ipa, split)
-        if "hpa" in by:
-            t["beats_hpa"] = _beats(ipa, by["hpa"])
-        out.append(t)
-    return out
-
-
-def _beats(ours: dict, theirs: dict) -> bool:
-    """No more SLA violations, and more accurate or cheaper."""
-    return ours["sla_violation_rate"] <= theirs["sla_violation_rate"] and (
-        ours["mean_accuracy"] > theirs["mean_accuracy"] or ours["mean_cost"] < theirs["mean_cost"]
-    )
-
-
-def markdown(report: dict) -> str:
-    q = sorted({r.get("quantile") for r in report["rows"]} - {None})
-    every = sorted({r.get("interval_s") for r in report["rows"]} - {None})
-    headroom = sorted({r.get("latency_headroom") for r in report["rows"]} - {None})
-    lines = [
-        f"Forecaster {report['forecaster']}, provisioning for its "
-        f"{' / '.join(f'{x:g}' for x in q)} quantile, deciding every "
-        f"{' / '.join(f'{x:g}' for x in every)} s, planning with "
-        f"{' / '.join(f'{x:.0%}' for x in headroom) or 'no'} of the SLA kept free; seed {report['seed']}.",
-        "",
-        "| pipeline | pattern | policy | SLA violations | p99 s | seconds p99 in SLA | accuracy (PAS) "
-        "| cost | reconfigs | solver s | wall s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in report["rows"]:
-        lines.append(
-            f"| {r['pipeline']} | {r['pattern']} | {r['policy']} | {r['sla_violation_rate']:.2%} | "
-            f"{r['p99_latency_s']} | {r['seconds_p99_within_sla']:.1%} | {r['mean_accuracy']:.4f} | "
-            f"{r['mean_cost']:.2f} | {r['reconfigurations']} | {r['solver_s']} | {r['wall_s']} |"
-        )
-    lines += ["", "Targets per pipeline and pattern (ipa):", ""]
-    for t in report["targets"]:
-        lines.append("- " + ", ".join(f"{k}: {v}" for k, v in t.items()))
-    if report.get("random_windows"):
-        n = report["random_windows"][0]["windows"]
-        lines += [
-            "",
-            f"Over {n} random 20-minute windows of the test days:",
-            "",
-            "| pipeline | policy | violations mean | worst | windows >= 1 % | accuracy (PAS) | cost "
-            "| cost / fa2-high | planned / load |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for r in report["random_windows"]:
-            share = r.get("cost_share_of_fa2_high_mean")  # only when fa2-high was among the policies
-            lines.append(
-                f"| {r['pipeline']} | {r['policy']} | {r['violations_mean']:.2%} | {r['violations_max']:.2%} "
-                f"| {r['windows_over_1pct']} | {r['accuracy_mean']:.4f} | {r['cost_mean']:.2f} "
-                f"| {'-' if share is None else f'{share:.0%}'} "
-                f"| {r['planned_over_load_mean']:.2f} |"
-            )
-    return "\n".join(lines) + "\n"

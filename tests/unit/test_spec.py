@@ -171,7 +171,7 @@ def test_round_trip(tmp_path):
     assert load_spec(path) == spec
 
 
-@pytest.mark.parametrize("path", sorted(PIPELINES.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(PIPELINES.rglob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_specs_are_valid(path):
     assert load_spec(path).stages
 

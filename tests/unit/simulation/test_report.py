@@ -3,7 +3,8 @@
 import pytest
 
 from ipa_airflow.pipelines import load_pipeline
-from ipa_airflow.simulation.experiments import markdown, targets, with_overrides
+from ipa_airflow.simulation.experiments import with_overrides
+from ipa_airflow.simulation.report import markdown, targets
 from tests.conftest import PIPELINES
 
 
@@ -66,3 +67,45 @@ def test_overrides_reach_the_adaptation_and_limits_sections_and_nothing_else():
         with_overrides(spec, {"sla_s": 1.0})
     with pytest.raises(ValueError, match="latency_headroom"):
         with_overrides(spec, {"latency_headroom": 1.5})
+
+
+def test_the_hpa_target_asks_for_no_more_violations_at_no_more_cost():
+    rows = [
+        _row("ipa", 0.0, 0.30, 4.0, "bursty"),
+        _row("hpa", 0.0, 0.35, 3.0, "bursty"),  # ipa costs more: not met, though ipa has no more violations
+        _row("ipa", 0.001, 0.30, 2.0, "steady-low"),
+        _row("hpa", 0.002, 0.35, 2.0, "steady-low"),  # same cost, fewer violations: met
+    ]
+    by = {t["pattern"]: t for t in targets(rows)}
+    assert not by["bursty"]["hpa_violations_no_worse_at_no_more_cost"]
+    assert by["steady-low"]["hpa_violations_no_worse_at_no_more_cost"]
+
+
+def test_the_paper_comparison_sets_ours_beside_the_papers_ranges(tmp_path):
+    from ipa_airflow.simulation.report import PAPER, paper_comparison, plot_pipeline
+
+    rows = [
+        {**_row(p, v, a, c, pat), "seconds_p99_within_sla": s, "p99_latency_s": 1.0}
+        for pat, (ipa_acc, ipa_cost, s) in {
+            "bursty": (0.33, 3.0, 0.99),
+            "steady-high": (0.30, 2.0, 0.95),
+        }.items()
+        for p, v, a, c in (
+            ("ipa", 0.0, ipa_acc, ipa_cost),
+            ("fa2-low", 0.0, 0.30, 2.0),
+            ("fa2-high", 0.0, 0.40, 8.0),
+        )
+    ]
+    found = {c["pattern"]: c for c in paper_comparison(rows)}
+    assert found["bursty"]["pas_gain_over_fa2_low"] == pytest.approx(0.1)
+    assert found["bursty"]["cost_share_of_fa2_high"] == 0.375 and found["bursty"]["cost_over_fa2_low"] == 0.5
+    assert found["steady-high"]["pas_gain_over_fa2_low"] == 0.0
+    text = markdown(
+        {"rows": [], "targets": [], "seed": 0, "forecaster": "f", "paper_comparison": list(found.values())}
+    )
+    ours = next(x for x in text.splitlines() if x.startswith("| **ours"))
+    assert "+0% .. +10%" in ours and "25% .. 38%" in ours and "95% .. 95% (steady-high)" in ours
+    assert f"{PAPER['cost_share_of_fa2_high'][1]:.0%}" in next(
+        x for x in text.splitlines() if x.startswith("| **the paper")
+    )
+    assert plot_pipeline(rows, "p", tmp_path / "p.png").stat().st_size > 10_000
