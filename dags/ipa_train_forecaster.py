@@ -14,8 +14,8 @@ Configuration (environment, read once at parse time by `load_settings()`):
   IPA_FORECASTER_NAME    the registered model (default ipa-load-forecaster; the adaptation DAG's
                          IPA_FORECASTER_URI then reads models:/ipa-load-forecaster/latest)
   IPA_PLAN_QUANTILE      the quantile the forecasters are compared at (default 0.99, the specs')
-  IPA_FORECASTER_MODEL   which forecaster to train (default lstm-quantile; any `ipa forecast train
-                         --model` choice, e.g. lstm-quantile-hourly-onsets)
+  IPA_FORECASTER_MODEL   which forecaster to train (default lstm-quantile-hourly-onsets; any
+                         `ipa forecast train --model` choice, e.g. lstm-quantile)
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class ClusterSettings:
 @dataclass(frozen=True)
 class ForecasterSettings:
     registered_name: str = "ipa-load-forecaster"  # IPA_FORECASTER_NAME: what the weekly retraining registers
-    model: str = "lstm-quantile"  # IPA_FORECASTER_MODEL: what it trains
+    model: str = "lstm-quantile-hourly-onsets"  # IPA_FORECASTER_MODEL: what it trains (DEFAULT_FORECASTER)
     registered_uri: str | None = None  # IPA_FORECASTER_URI: the adaptation DAG loads it (None: fit each run)
     plan_quantile: float | None = None  # IPA_PLAN_QUANTILE (None: each spec's adaptation.quantile)
     train_days: str = "0-9"  # IPA_TRAIN_DAYS, day 0 the oldest
@@ -241,7 +241,7 @@ def _forecaster(env: Mapping[str, str]) -> ForecasterSettings:
         raise SettingsError(f"IPA_PLAN_QUANTILE={env['IPA_PLAN_QUANTILE']!r} must be below 1 (e.g. 0.99)")
     return ForecasterSettings(
         registered_name=_get(env, "IPA_FORECASTER_NAME") or "ipa-load-forecaster",
-        model=_get(env, "IPA_FORECASTER_MODEL") or "lstm-quantile",
+        model=_get(env, "IPA_FORECASTER_MODEL") or ForecasterSettings.model,
         registered_uri=_get(env, "IPA_FORECASTER_URI"),
         plan_quantile=quantile,
         train_days=_get(env, "IPA_TRAIN_DAYS") or "0-9",

@@ -21,16 +21,17 @@ def _trace_args(p) -> None:
 
 
 def add_forecast(sub) -> None:
-    from ..forecasting.catalog import FORECASTERS
+    from ..forecasting.catalog import DEFAULT_FORECASTER, FORECASTERS
     from ..forecasting.mlflow_store import REGISTRABLE
     from ..forecasting.sources import PrometheusSource
+    from ..spec import PLAN_QUANTILES
 
     forecast = sub.add_parser("forecast", help="load forecasting").add_subparsers(
         dest="forecast", required=True
     )
     p = forecast.add_parser("backtest", help="walk a trace at the paper's cadence and score one forecaster")
     _trace_args(p)
-    p.add_argument("--model", choices=list(FORECASTERS), default="lstm-quantile")
+    p.add_argument("--model", choices=list(FORECASTERS), default=DEFAULT_FORECASTER)
     p.add_argument("--model-uri", help="backtest a registered forecaster instead of fitting one")
     p.add_argument("--tracking-uri", type=at.tracking_uri)
     p.add_argument(
@@ -74,9 +75,41 @@ def add_forecast(sub) -> None:
     )
     p.set_defaults(func=cmd_forecast_compare)
 
+    p = forecast.add_parser(
+        "select",
+        help="choose a forecaster by its quantile loss on held-out days, across rolling origins",
+        description="Each origin day D is a split: train on days 0..D-1, score days D..D+span-1. The model "
+        "with the lowest mean quantile loss at --quantile is chosen, then scored beside --baseline on "
+        "--report-days, which no split touched.",
+    )
+    p.add_argument("--trace", required=True, help="per-second counts, one per line (.txt or .txt.gz)")
+    p.add_argument(
+        "--damping", type=at.damping, default=8.0, help="divide every count by this (the paper: 8)"
+    )
+    p.add_argument("--origins", default="4,6,8", help="origin days, comma-separated (default 4,6,8)")
+    p.add_argument("--test-span", type=at.export_days, default=2, help="days each split scores (default 2)")
+    p.add_argument(
+        "--quantile", type=float, choices=PLAN_QUANTILES, default=0.99, help="the planner's quantile"
+    )
+    p.add_argument(
+        "--models", default=",".join(FORECASTERS), help="forecasters, comma-separated (default: all)"
+    )
+    p.add_argument(
+        "--report-days", type=at.days, help="score the chosen one and --baseline here (e.g. 10-13)"
+    )
+    p.add_argument(
+        "--baseline",
+        choices=list(FORECASTERS),
+        default=DEFAULT_FORECASTER,
+        help="the forecaster to compare the chosen one with (default: the shipped default)",
+    )
+    p.add_argument("--seed", type=at.seed, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_forecast_select)
+
     p = forecast.add_parser("train", help="train a forecaster and register it in MLflow with its backtest")
     _trace_args(p)
-    p.add_argument("--model", choices=list(REGISTRABLE), default="lstm-quantile")
+    p.add_argument("--model", choices=list(REGISTRABLE), default=DEFAULT_FORECASTER)
     p.add_argument("--registered-name", type=at.name, default="ipa-load-forecaster")
     p.add_argument("--tracking-uri", type=at.tracking_uri)
     p.set_defaults(func=cmd_forecast_train)
@@ -205,6 +238,45 @@ def cmd_forecast_compare(args) -> int:
         render.frontier(report["frontier"])
         if args.plot:
             print(f"trade-off curves: {report['plot']}")
+    return 0
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def cmd_forecast_select(args) -> int:
+    from ..forecasting.backtesting.selection import Split, rolling_origins, score_split, select
+    from ..forecasting.sources import parse_days, read_trace
+
+    try:
+        origins = [int(x) for x in args.origins.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(
+            f"--origins must be day numbers separated by commas, e.g. 4,6,8; got '{args.origins}'"
+        ) from None
+    splits = rolling_origins(origins, args.test_span)
+    report_days = parse_days(args.report_days) if args.report_days else None
+    if report_days and any(s.test[1] >= report_days[0] for s in splits):
+        raise ValueError(
+            f"--report-days {args.report_days} overlap the splits' test days (the last is day "
+            f"{max(s.test[1] for s in splits)}): report on days no split scored, or move --origins earlier"
+        )
+    series = read_trace(args.trace, damping=args.damping)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    # Minutes of fitting: progress on stderr even with --json.
+    report = select(series, splits, quantile=args.quantile, models=models, seed=args.seed, progress=_stderr)
+    report.update({"trace": str(args.trace), "damping": args.damping})
+    if report_days:
+        held_out = Split((0, report_days[0] - 1), report_days)
+        report["report"] = [
+            score_split(series, m, held_out, args.quantile, args.seed)
+            for m in dict.fromkeys([report["chosen"], args.baseline])
+        ]
+    if args.json:
+        render.print_json(report)
+        return 0
+    render.forecaster_selection(report)
     return 0
 
 

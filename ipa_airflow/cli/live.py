@@ -51,6 +51,8 @@ def add_live(sub) -> None:
     p.add_argument("--duration", type=at.window_s, default=600, help="seconds to replay (default 600)")
     p.add_argument("--damping", type=at.damping, default=8.0, help="the trace's rates divided by this")
     p.add_argument("--policies", default="ipa,fa2-low", help="comma-separated (planned policies only)")
+    # The forecaster docs/live.md's measurements were taken with (before the default became
+    # lstm-quantile-hourly-onsets); give --forecaster to run another.
     p.add_argument("--forecaster", default="lstm-quantile")
     p.add_argument(
         "--profiles",

@@ -211,7 +211,7 @@ def cmd_profiles_import_paper(args) -> int:
         for r, c in zip(rows, done, strict=True):
             print(f"{r['spec']}: {r['profiles']} profiles", end="")
             left = len(c.skipped)
-            print(f" ({left} runs without latencies left out)" if left else "")
+            print(f" ({left} runs without a latency or throughput left out)" if left else "")
     return 0
 
 

@@ -221,6 +221,36 @@ def profiles_compare(report: dict, *, reference: str) -> None:
 
 
 # ---- forecasts ----------------------------------------------------------------------------------------
+def forecaster_selection(report: dict) -> None:
+    splits = ", ".join(
+        f"{s['train_days'][0]}-{s['train_days'][1]} -> {s['test_days'][0]}-{s['test_days'][1]}"
+        for s in report["splits"]
+    )
+    table = _table(
+        f"quantile loss at q{report['quantile']:g} across splits (train -> test days: {splits})",
+        ("model", "loss mean", "loss worst", "mean rank", "under-prediction", "over-provisioning"),
+        left=("model",),
+    )
+    for r in report["summary"]:
+        table.add_row(
+            r["model"],
+            f"{r['quantile_loss_mean']:.4f}",
+            f"{r['quantile_loss_worst']:.4f}",
+            f"{r['mean_rank']:.1f}",
+            f"{r['under_prediction_rate_mean']:.2%}",
+            f"{r['mean_over_provisioning_mean']:+.1%}",
+        )
+    console().print(table)
+    print(f"chosen: {report['chosen']}")
+    for r in report.get("report", []):
+        test, train = r["test_days"], r["train_days"]
+        print(
+            f"on days {test[0]}-{test[1]} (trained on {train[0]}-{train[1]}): "
+            f"{r['model']} loss {r['quantile_loss']:.4f}, under-prediction {r['under_prediction_rate']:.2%}, "
+            f"over-provisioning {r['mean_over_provisioning']:+.1%}"
+        )
+
+
 def forecast_rows(rows) -> None:
     table = _table(
         "forecast backtest (decide every 10 s, peak of the next 20 s)",

@@ -14,14 +14,15 @@ from . import render
 
 
 def add_simulate(sub) -> None:
-    from ..forecasting.catalog import FORECASTERS
+    from ..forecasting.catalog import DEFAULT_FORECASTER, FORECASTERS
 
     p = sub.add_parser(
         "simulate",
         help="replay a trace through a pipeline under adaptation policies",
-        description="ipa simulate SPEC --pattern NAME | ipa simulate patterns | ipa simulate evaluate",
+        description="ipa simulate SPEC --pattern NAME | ipa simulate patterns | ipa simulate evaluate | "
+        "ipa simulate sweep --grid 'quantile=0.9,0.95,0.99;stabilisation=1,4'",
     )
-    p.add_argument("target", help="a pipeline spec, or 'patterns', or 'evaluate'")
+    p.add_argument("target", help="a pipeline spec, or 'patterns', 'evaluate' or 'sweep'")
     p.add_argument("--trace", help="per-second counts (default: the shipped Twitter trace)")
     p.add_argument("--damping", type=at.damping, default=8.0)
     p.add_argument("--pattern", choices=["bursty", "steady-low", "steady-high", "fluctuating"])
@@ -30,7 +31,7 @@ def add_simulate(sub) -> None:
     sim_policies = ",".join([*POLICIES, "hpa"])
     p.add_argument("--policy", default="ipa", help=f"{sim_policies} (comma-separated)")
     p.add_argument("--policies", default=sim_policies, help="evaluate: the policies")
-    p.add_argument("--forecaster", choices=list(FORECASTERS), default="lstm-quantile")
+    p.add_argument("--forecaster", choices=list(FORECASTERS), default=DEFAULT_FORECASTER)
     p.add_argument(
         "--quantile",
         type=float,
@@ -65,7 +66,18 @@ def add_simulate(sub) -> None:
         default=str(REPO / "profiles" / "pipelines"),
         help="evaluate: a folder of specs, or spec files separated by commas",
     )
-    p.add_argument("--out", default="reports/simulation", help="evaluate: report folder")
+    p.add_argument(
+        "--grid",
+        help="sweep: settings of the specs' adaptation and limits sections to replay under ipa, every "
+        "combination, e.g. 'quantile=0.9,0.95,0.99;stabilisation=1,4'",
+    )
+    p.add_argument(
+        "--train-days", type=at.days, default="0-9", help="sweep: the days the forecaster trains on"
+    )
+    p.add_argument(
+        "--window-days", type=at.days, default="10-13", help="sweep: the days the windows are drawn from"
+    )
+    p.add_argument("--out", default="reports/simulation", help="evaluate, sweep: report folder")
     p.add_argument("--seed", type=at.seed, default=0)
     p.add_argument("--plot", type=at.out_file, help="write a PNG of load, accuracy, cost and p99 over time")
     p.add_argument("--json", action="store_true")
@@ -101,6 +113,8 @@ def cmd_simulate(args) -> int:
                 )
         return 0
     say = (lambda m: print(m, file=sys.stderr)) if not args.json else None
+    if args.target == "sweep":
+        return _sweep(args, trace)
     if args.target == "evaluate":
         specs = cases.spec_paths(args.pipelines)
         if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -150,4 +164,35 @@ def cmd_simulate(args) -> int:
         render.print_json(summaries if len(summaries) > 1 else summaries[0])
     else:
         render.simulation(summaries, title=f"{Path(args.target).stem}, {where}")
+    return 0
+
+
+def _sweep(args, trace) -> int:
+    from ..forecasting.sources import parse_days
+    from ..simulation import cases
+    from ..simulation import sweep as sw
+
+    if not args.grid:
+        raise ValueError("sweep needs --grid, e.g. --grid 'quantile=0.9,0.95,0.99;stabilisation=1,4'")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; the sweep needs a folder")
+    report = sw.sweep(
+        cases.spec_paths(args.pipelines),
+        trace,
+        sw.parse_grid(args.grid),
+        train_days=parse_days(args.train_days),
+        window_days=parse_days(args.window_days),
+        windows=args.random_windows or 32,
+        out=Path(args.out),
+        model=args.forecaster,
+        seed=args.seed,
+        # Many minutes of replay: progress on stderr even with --json.
+        progress=lambda m: print(m, file=sys.stderr),
+    )
+    (Path(args.out) / "sweep.md").write_text(sw.markdown(report))
+    if args.json:
+        render.print_json(report)
+    else:
+        print(sw.markdown(report))
+        print(f"report, JSON and the trade-off plot in {args.out}")
     return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..registry.mlflow_profiles import MlflowUnreachable, RegistryError, check_reachable
-from ..settings import check_tracking_uri, load_settings
+from ..settings import ForecasterSettings, check_tracking_uri, load_settings
 from ..spec import Adaptation
 from .backtesting.backtest import BacktestResult, backtest, score, walks
 from .backtesting.misses import MissProfile
@@ -91,7 +91,7 @@ def train_and_register(
     tracking_uri: str,
     train_days: str,
     test_days: str,
-    model: str = "lstm-quantile",
+    model: str = ForecasterSettings.model,
     registered_name: str = "ipa-load-forecaster",
     damping: float = 8.0,
     seed: int = 0,

@@ -30,12 +30,12 @@ _ORGS = ("facebook", "deepset", "Souvikcmsa", "sshleifer", "Helsinki-NLP", "dina
 _NODES = {
     "yolo": ("detection", "coco_box_map50"),
     "resnet-human": ("classification", "imagenet_top1"),
-    "audio": ("speech-recognition", "100_minus_wer"),
+    "audio": ("speech-recognition", "asr_100_minus_wer"),  # the zoo's metric names, where it has the model
     "nlp-qa": ("question-answering", "squad2_f1"),
     "nlp-sent": ("text-classification", "sentiment_accuracy"),
-    "nlp-sum": ("summarization", "rouge_l"),
-    "nlp-li": ("language-identification", "accuracy"),
-    "nlp-trans": ("translation", "bleu"),
+    "nlp-sum": ("summarization", "xsum_rougeL"),
+    "nlp-li": ("language-identification", "langid_accuracy"),
+    "nlp-trans": ("translation", "bleu_newsdiscussdev2015"),
 }
 
 
@@ -106,11 +106,19 @@ def _mode(values: Iterable[Any]) -> Any:
     return Counter(values).most_common(1)[0][0]
 
 
-def ipa_weights(pipeline: Mapping[str, Any]) -> tuple[float, float, float]:
-    """The objective weights of IPA's own runs. The authors set them per load pattern (audio-qa and nlp
-    weigh accuracy higher on the bursty and fluctuating windows); a spec has one objective, so it takes the
-    weights most of IPA's runs used, and of a tie the one that weighs accuracy more."""
-    counts = Counter((r["alpha"], r["beta"], r["gamma"]) for r in pipeline["runs"] if r["policy"] == "IPA")
+def ipa_weights(pipeline: Mapping[str, Any], setting: Mapping[str, Any]) -> tuple[float, float, float]:
+    """The objective weights of IPA's own runs in the setting's group, so that the weights and the base
+    cores come from the same runs. The authors set weights per load pattern (audio-qa weighs accuracy higher
+    on the bursty and fluctuating windows); a spec has one objective, so it takes the weights most of those
+    runs used, and of a tie the one that weighs accuracy more."""
+    group = set(setting["series"])
+    counts = Counter(
+        (r["alpha"], r["beta"], r["gamma"])
+        for r in pipeline["runs"]
+        if r["policy"] == "IPA" and r["series"] in group
+    )
+    if not counts:
+        raise PaperDataError("no IPA run in the base-allocation group the conversion chose")
     return max(counts, key=lambda w: (counts[w], w[0]))
 
 
@@ -136,7 +144,10 @@ def stage_profiles(
         for r in sorted(rows, key=lambda r: r["batch"]):
             raw = [r.get(f"model_{k}_ms") for k in ("p50", "p95", "p99", "mean")]
             if not all(isinstance(x, int | float) for x in raw) or not r.get("max_throughput_rps"):
-                skipped.append(f"series {series} {model} cpu={cpu} batch={r['batch']} at {load_rps:g} req/s")
+                what = "latency" if not all(isinstance(x, int | float) for x in raw) else "throughput"
+                skipped.append(
+                    f"series {series} {model} cpu={cpu} batch={r['batch']} at {load_rps:g} req/s: no {what}"
+                )
                 missing.append(int(r["batch"]))
                 continue
             stats = [float(x) for x in raw if x is not None]
@@ -171,7 +182,7 @@ def stage_profiles(
                     "statistic": "latency: model_p50/p95/p99/mean_ms (one batch inside the model server); "
                     "throughput: max_throughput_rps (served req/s of the pod, at most load_rps)",
                     "cpu": "Intel Xeon Gold 6126, cpu request = limit = the core count",
-                    "batches_without_latency": missing,  # the run recorded no completed request
+                    "batches_without_measure": missing,  # the run recorded no completed request or rate
                 },
             )
         )
@@ -195,7 +206,7 @@ def convert(
         skipped += missed
     have = {(pr.model, pr.resources) for pr in profiles}
     in_figures = [r for r in p["runs"] if r.get("in_paper_figures")]
-    alpha, beta, gamma = ipa_weights(p)
+    alpha, beta, gamma = ipa_weights(p, setting)
     cap = p["batch_sizes"]["batching_cap"]
     base = setting["base_cores"]
     spec_stages = []
@@ -226,8 +237,15 @@ def convert(
         pinned = _mode(tuple(v) for v in baselines[label]["pinned_variants"].values())
         pins[key] = dict(zip(p["stage_order"], pinned, strict=True))
     rim = _mode(tuple(v["replicas"]) for v in baselines["RIM"]["per_pattern"].values())
-    throughput_margin = setting["throughput_margin_pct"]
-    latency_margin = setting["latency_margin_pct"]
+    throughput_margin = float(setting["throughput_margin_pct"])
+    latency_margin = float(setting["latency_margin_pct"])
+    if not -100 < throughput_margin <= 0 or latency_margin <= -100:
+        raise PaperDataError(
+            f"{name}: throughput_margin_pct {throughput_margin:g} must lie in (-100, 0] and "
+            f"latency_margin_pct {latency_margin:g} above -100 (they scale a throughput down, a latency up)"
+        )
+    # One set of batch sizes for the spec: those every stage was profiled at, up to the batching cap.
+    batches = sorted(set.intersection(*(set(st["profiled_batch_sizes"]) for st in stages)))
     spec = {
         "name": f"paper-{name}",
         "description": (
@@ -245,7 +263,7 @@ def convert(
             "rank_normalize": bool(p["normalize_accuracy_in_optimizer"][0]),
         },
         "limits": {
-            "batch_sizes": sorted(b for b in stages[0]["profiled_batch_sizes"] if b <= cap),
+            "batch_sizes": [b for b in batches if b <= cap],
             "max_batch": cap,
             "max_replicas": max(r.get("scaling_cap", 100) for r in p["runs"]),
             # Their throughput margin (-50 %: plan a replica for half its measured throughput) is the
@@ -272,7 +290,7 @@ def header_comment(name: str, settings: Mapping[str, Any], runs_source: str, set
     setting = main_setting(settings["pipelines"][name])
     fork = settings.get("source", {}).get("fork", {})
     sla, threshold, load = setting["pipeline_sla_s"], setting["threshold_rps"], setting["profiling_load_rps"]
-    series = f"{setting['series'][0]}..{setting['series'][-1]}"
+    series = ", ".join(str(x) for x in setting["series"])
     return "\n".join(
         [
             f"# The IPA paper's {name} pipeline, converted by `ipa profiles import-paper` from",
@@ -280,9 +298,9 @@ def header_comment(name: str, settings: Mapping[str, Any], runs_source: str, set
             f"#   {settings_source} (their final experiments' settings;",
             f"#   {fork.get('repo', '?')}@{str(fork.get('commit', '?'))[:7]}).",
             f"# SLA: IPA's rule, as the runs logged ({sla:.4f} s). Each variant has one shape: the base",
-            f"# cores IPA gave it (threshold {threshold} req/s, the group of runs {series}).",
+            f"# cores IPA gave it (threshold {threshold} req/s), as in the authors' runs {series}.",
             f"# Profiles at {load} req/s: model-side p99 and max throughput, as IPA's optimizer read them.",
-            "# Objective weights: IPA's runs' (ties: the higher alpha). FA2 pins, RIM replicas: most runs'.",
+            "# Objective weights: IPA's runs' there (ties: the higher alpha). FA2 pins, RIM: most runs'.",
             "# What differs from the authors' formulation: docs/evaluation.md#the-papers-five-pipelines.",
             "",
         ]
@@ -293,8 +311,9 @@ def write_all(
     runs_path: str | Path, settings_path: str | Path, profiles_dir: Path, specs_dir: Path
 ) -> list[PaperPipeline]:
     """Convert all five pipelines: one profile file per pipeline (the same model is profiled in different
-    series and at different loads for different pipelines) and one spec each. Every spec is checked
-    against its profiles before anything is written, so a bad input leaves the folders as they were."""
+    series and at different loads for different pipelines) and one spec each. Every file is rendered and
+    every spec checked against its profiles before anything is written, so a bad input leaves the folders
+    as they were; each file is then replaced whole (written beside it, then renamed)."""
     import os
 
     import yaml
@@ -304,29 +323,38 @@ def write_all(
 
     _, runs = read_runs(runs_path)
     settings = read_settings(settings_path)
+    if not settings["pipelines"]:
+        raise PaperDataError(f"{settings_path} names no pipeline: nothing to convert")
     runs_source, settings_source = Path(runs_path).name, Path(settings_path).name
     rel = Path(os.path.relpath(profiles_dir.resolve(), specs_dir.resolve())).as_posix()
-    done = []
+    done, files = [], {}
     for name in settings["pipelines"]:
         try:
             converted = convert(runs, settings, name, profiles_file=f"{rel}/{name}.json", source=runs_source)
-        except (KeyError, TypeError, IndexError, AttributeError) as exc:
+            header = header_comment(name, settings, runs_source, settings_source)
+        except PaperDataError as exc:
+            raise PaperDataError(f"{settings_path}: {exc}") from None
+        except (KeyError, TypeError, IndexError, AttributeError, ValueError, ZeroDivisionError) as exc:
             raise PaperDataError(
                 f"{settings_path} / {runs_path}: pipeline '{name}' lacks or mistypes a field the conversion "
                 f"reads ({type(exc).__name__}: {exc}); the files must be the ones shared/data/README.md "
                 "describes"
             ) from None
-        spec = PipelineSpec.from_dict(converted.spec, source=f"the converted spec of {name}")
+        spec = PipelineSpec.from_dict(
+            converted.spec, source=f"the converted spec of {name} ({settings_path})"
+        )
         missing = missing_profiles(spec, converted.profiles)
         if missing:
             raise PaperDataError(f"{name}: no profile for {missing}; the two files do not belong together")
         done.append(converted)
+        files[profiles_dir / f"{name}.json"] = json.dumps(converted.profiles.to_dict(), indent=1) + "\n"
+        files[specs_dir / f"{name}.yaml"] = header + yaml.safe_dump(
+            converted.spec, sort_keys=False, width=110
+        )
     profiles_dir.mkdir(parents=True, exist_ok=True)
     specs_dir.mkdir(parents=True, exist_ok=True)
-    for converted in done:
-        name = converted.name.removeprefix("paper-")
-        (profiles_dir / f"{name}.json").write_text(json.dumps(converted.profiles.to_dict(), indent=1) + "\n")
-        body = yaml.safe_dump(converted.spec, sort_keys=False, width=110)
-        header = header_comment(name, settings, runs_source, settings_source)
-        (specs_dir / f"{name}.yaml").write_text(header + body)
+    for path, text in files.items():
+        part = path.with_name(path.name + ".part")
+        part.write_text(text)
+        part.replace(path)
     return done

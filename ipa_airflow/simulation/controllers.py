@@ -5,8 +5,9 @@ Airflow tasks and the loop operator decide on.
 
 - ipa / fa2-low / fa2-high / rim / per-stage: forecast the next interval's peak (an upper quantile),
   then `control.decide` under that policy: exactly the decision the `ipa_adaptation` DAG makes.
-- hpa: a Kubernetes-HPA-like replica scaler on one fixed variant at batch 1: target utilisation,
-  15-s sync, 300-s scale-down stabilisation; what most users run today.
+- hpa: a Kubernetes-HPA-like replica scaler on one fixed variant at batch 1: target utilisation (70 %, or
+  the spec's `max_utilisation` when lower), 15-s sync, 300-s scale-down stabilisation; what most users
+  run today.
 """
 
 from __future__ import annotations
@@ -152,7 +153,11 @@ def make_policy(
 ):
     if name == "hpa":
         heaviest = policy_for("fa2-high", spec).pinned_variants
-        return HpaPolicy(spec, profiles, dict(heaviest), start_s=start_s)
+        # The HPA's usual 70 % target, but never above the spec's utilisation cap, which every other policy
+        # plans under: a spec that keeps half of each replica free (the IPA paper's audio and NLP pipelines)
+        # holds the HPA to it too.
+        target = min(0.7, spec.limits.max_utilisation)
+        return HpaPolicy(spec, profiles, dict(heaviest), target_utilisation=target, start_s=start_s)
     if name not in POLICIES:
         raise ValueError(f"unknown policy '{name}'; choose one of {', '.join(SIMULATED_POLICIES)}")
     return PlannedPolicy(name, spec, forecaster, quantile, start_s=start_s)

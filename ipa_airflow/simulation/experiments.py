@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel
 
+from ..forecasting.catalog import DEFAULT_FORECASTER
 from ..forecasting.catalog import forecaster as make_forecaster
 from ..forecasting.sources import SECONDS_PER_DAY
 from ..pipelines import load_pipeline
@@ -39,11 +40,13 @@ def trains_on(trace: np.ndarray, start_s: int) -> bool:
     return start_s < min(len(trace), (TRAIN_DAYS[1] + 1) * SECONDS_PER_DAY)
 
 
-def fit_forecaster(trace: np.ndarray, model: str = "lstm-quantile", seed: int = 0):
+def fit_forecaster(
+    trace: np.ndarray, model: str = DEFAULT_FORECASTER, seed: int = 0, days: tuple[int, int] = TRAIN_DAYS
+):
     return make_forecaster(model).fit(
-        trace[TRAIN_DAYS[0] * SECONDS_PER_DAY : (TRAIN_DAYS[1] + 1) * SECONDS_PER_DAY],
+        trace[days[0] * SECONDS_PER_DAY : (days[1] + 1) * SECONDS_PER_DAY],
         seed=seed,
-        start_s=TRAIN_DAYS[0] * SECONDS_PER_DAY,
+        start_s=days[0] * SECONDS_PER_DAY,
     )
 
 
@@ -150,7 +153,7 @@ def evaluate(
     progress=None,
     overrides: dict | None = None,
     random_windows: int = 0,
-    model: str = "lstm-quantile",
+    model: str = DEFAULT_FORECASTER,
 ) -> dict:
     check_cases(spec_paths, policies)
     found = test_patterns(trace)
@@ -214,16 +217,21 @@ def evaluate(
     return report
 
 
-def random_test_windows(trace: np.ndarray, n: int, *, seed: int = 0, window_s: int = 1200) -> list[int]:
-    """`n` window starts drawn at random from the test days, none across an outage (a 10-s bin of
-    zeros), so one hand-picked burst does not decide how a policy looks."""
+def random_test_windows(
+    trace: np.ndarray, n: int, *, seed: int = 0, window_s: int = 1200, days: tuple[int, int] | None = None
+) -> list[int]:
+    """`n` window starts drawn at random from the test days (or `days`, inclusive), none across an
+    outage (a 10-s bin of zeros), so one hand-picked burst does not decide how a policy looks."""
     rng = np.random.default_rng(seed)
-    lo = (TRAIN_DAYS[1] + 1) * SECONDS_PER_DAY
+    lo = (TRAIN_DAYS[1] + 1 if days is None else days[0]) * SECONDS_PER_DAY
+    hi = len(trace) if days is None else min(len(trace), (days[1] + 1) * SECONDS_PER_DAY)
+    if hi - window_s <= lo:
+        raise ValueError(f"days {days} of a {len(trace)}-s trace hold no {window_s}-s window")
     starts: list[int] = []
     for _ in range(100 * n):
         if len(starts) == n:
             break
-        s = int(rng.integers(lo, len(trace) - window_s))
+        s = int(rng.integers(lo, hi - window_s))
         if trace[s : s + window_s].reshape(-1, 10).mean(axis=1).min() > 0:
             starts.append(s)
     return sorted(starts)

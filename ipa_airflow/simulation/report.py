@@ -30,13 +30,13 @@ def targets(rows: list[dict]) -> list[dict]:
         if "fa2-low" in by:
             t["accuracy_above_fa2_low"] = ipa["mean_accuracy"] > by["fa2-low"]["mean_accuracy"]
         if "fa2-high" in by:
-            t["cost_share_of_fa2_high"] = round(ipa["mean_cost"] / by["fa2-high"]["mean_cost"], 3)
-            t["cost_under_60pct_of_fa2_high"] = t["cost_share_of_fa2_high"] < 0.6
+            t["cost_share_of_fa2_high"] = _ratio(ipa["mean_cost"], by["fa2-high"]["mean_cost"], 3)
+            t["cost_under_60pct_of_fa2_high"] = (t["cost_share_of_fa2_high"] or 0.0) < 0.6
             # When fa2-high already runs one replica per stage, no policy can cost less: the target is moot.
             t["fa2_high_at_minimum_cost"] = by["fa2-high"]["mean_cost"] <= 1.02 * ipa.get("min_cost", 0.0)
         if "per-stage" in by:
             split = by["per-stage"]
-            t["cost_share_of_per_stage"] = round(ipa["mean_cost"] / split["mean_cost"], 3)
+            t["cost_share_of_per_stage"] = _ratio(ipa["mean_cost"], split["mean_cost"], 3)
             # Where no stage's share ever binds, per-stage plans what ipa plans: a tie, not a loss.
             t["same_as_per_stage"] = all(
                 ipa[k] == split[k] for k in ("sla_violation_rate", "mean_accuracy", "mean_cost")
@@ -50,6 +50,11 @@ def targets(rows: list[dict]) -> list[dict]:
             t["hpa_violations_no_worse_at_no_more_cost"] = no_worse and ipa["mean_cost"] <= hpa["mean_cost"]
         out.append(t)
     return out
+
+
+def _ratio(a: float, b: float, digits: int, minus: float = 0.0) -> float | None:
+    """a / b - minus, rounded; None where b is 0 (a free or zero-accuracy baseline has no ratio)."""
+    return round(a / b - minus, digits) if b else None
 
 
 def _beats(ours: dict, theirs: dict) -> bool:
@@ -72,9 +77,9 @@ def paper_comparison(rows: list[dict]) -> list[dict]:
             {
                 "pipeline": key[0],
                 "pattern": key[1],
-                "pas_gain_over_fa2_low": round(ipa["mean_accuracy"] / low["mean_accuracy"] - 1, 4),
-                "cost_share_of_fa2_high": round(ipa["mean_cost"] / high["mean_cost"], 4),
-                "cost_over_fa2_low": round(ipa["mean_cost"] / low["mean_cost"] - 1, 4),
+                "pas_gain_over_fa2_low": _ratio(ipa["mean_accuracy"], low["mean_accuracy"], 4, minus=1),
+                "cost_share_of_fa2_high": _ratio(ipa["mean_cost"], high["mean_cost"], 4),
+                "cost_over_fa2_low": _ratio(ipa["mean_cost"], low["mean_cost"], 4, minus=1),
                 "seconds_p99_within_sla": ipa["seconds_p99_within_sla"],
             }
         )
@@ -108,7 +113,7 @@ def _mark(t: dict, key: str, detail: str | None = None, *, target: bool = True) 
     if key not in t:
         return "-"
     text = "yes" if t[key] else "**no**" if target else "no"
-    return f"{text} ({t[detail]:.0%})" if detail and detail in t else text
+    return f"{text} ({t[detail]:.0%})" if detail and t.get(detail) is not None else text
 
 
 def _targets_table(found: list[dict]) -> list[str]:
@@ -133,8 +138,13 @@ def _targets_table(found: list[dict]) -> list[str]:
     return lines
 
 
-def _span(values: list[float], fmt: str) -> str:
-    return f"{fmt.format(min(values))} .. {fmt.format(max(values))}" if values else "-"
+def _pct(value: float | None, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _span(values: list[float | None], fmt: str) -> str:
+    known = [v for v in values if v is not None]
+    return f"{fmt.format(min(known))} .. {fmt.format(max(known))}" if known else "-"
 
 
 def markdown(report: dict) -> str:
@@ -177,8 +187,9 @@ def markdown(report: dict) -> str:
         ]
         for c in paper:
             lines.append(
-                f"| {c['pipeline']} | {c['pattern']} | {c['pas_gain_over_fa2_low']:+.1%} "
-                f"| {c['cost_share_of_fa2_high']:.0%} | {c['cost_over_fa2_low']:+.0%} "
+                f"| {c['pipeline']} | {c['pattern']} | {_pct(c['pas_gain_over_fa2_low'], '{:+.1%}')} "
+                f"| {_pct(c['cost_share_of_fa2_high'], '{:.0%}')} "
+                f"| {_pct(c['cost_over_fa2_low'], '{:+.0%}')} "
                 f"| {c['seconds_p99_within_sla']:.1%} |"
             )
         steady_high = [c["seconds_p99_within_sla"] for c in paper if c["pattern"] == "steady-high"]

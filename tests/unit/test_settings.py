@@ -41,10 +41,13 @@ def test_the_defaults_are_the_ones_the_dags_and_operators_used(tmp_path):
     f = s.forecaster
     assert (f.registered_name, f.model, f.registered_uri, f.plan_quantile) == (
         "ipa-load-forecaster",
-        "lstm-quantile",
+        "lstm-quantile-hourly-onsets",
         None,
         None,
     )
+    from ipa_airflow.forecasting.catalog import DEFAULT_FORECASTER
+
+    assert f.model == DEFAULT_FORECASTER  # settings are built without importing the models: kept equal here
     assert (f.train_days, f.test_days) == ("0-9", "10-13")
     assert (s.profiling.hardware, s.profiling.threads, s.profiling.batch_sizes) == (
         "airflow-cpu",

@@ -157,8 +157,8 @@ def test_the_conversion_encodes_the_authors_settings_and_keeps_the_measured_numb
     assert prof.task == "speech-recognition"
     assert "facebook-s2t-small/xeon-gold-6126/fp32/cpu=2" in pipeline.profiles.profiles  # every core count
     qa = pipeline.profiles.profiles["deepset-qa_Base/xeon-gold-6126/fp32/cpu=1"]
-    assert qa.measured_batches == [1, 2, 8] and qa.provenance["batches_without_latency"] == [32]
-    assert done.skipped == ("series 2 deepset-qa_Base cpu=1 batch=32 at 20 req/s",)
+    assert qa.measured_batches == [1, 2, 8] and qa.provenance["batches_without_measure"] == [32]
+    assert done.skipped == ("series 2 deepset-qa_Base cpu=1 batch=32 at 20 req/s: no latency",)
 
 
 def test_inputs_that_do_not_belong_together_are_refused_before_anything_is_written(paper_files, tmp_path):
@@ -220,3 +220,51 @@ def test_the_shipped_files_are_what_the_conversion_writes_today(tmp_path):
         assert (profiles / f"{name}.json").read_text() == (
             PIPELINES.parent / "ipa_paper" / f"{name}.json"
         ).read_text()
+
+
+def test_the_weights_come_from_ipas_runs_in_the_group_whose_base_cores_are_used(paper_files, tmp_path):
+    """Two groups with as many IPA runs each: the one more runs used is encoded, and its IPA runs' weights
+    with it, never the other group's (nlp's runs split this way)."""
+    runs_path, settings_path = paper_files
+    settings = json.loads(settings_path.read_text())
+    tiny = settings["pipelines"]["tiny"]
+    tiny["runs"] = [
+        _ipa_run(11, "IPA", 100),  # group 1: two IPA runs weighing accuracy at 100
+        _ipa_run(12, "IPA", 100),
+        _ipa_run(14, "IPA", 40),  # group 2: two at 40, and more runs in all
+        _ipa_run(15, "IPA", 40),
+        _ipa_run(16, "FA2-low", 40),
+    ]
+    tiny["sla_and_base_allocation"][0]["series"] = [11, 12]
+    tiny["sla_and_base_allocation"][1]["series"] = [14, 15, 16]
+    settings_path.write_text(json.dumps(settings))
+    [done] = pr.write_all(runs_path, settings_path, tmp_path / "prof", tmp_path / "specs")
+    assert done.spec["objective"]["alpha"] == 40 and done.spec["sla_s"] == 99.0
+    assert done.spec["limits"]["max_utilisation"] == 1.0  # group 2's margins, too
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda t: t["sla_and_base_allocation"][0].update(throughput_margin_pct=-100),
+            "throughput_margin_pct",
+        ),
+        (lambda t: t["sla_and_base_allocation"][0].update(pipeline_sla_s="soon"), "lacks or mistypes"),
+        (lambda t: t["sla_and_base_allocation"][0].pop("threshold_rps"), "lacks or mistypes a field"),
+        (lambda t: t.update(runs=[]), "no IPA run in the base-allocation group"),
+    ],
+)
+def test_a_bad_settings_file_is_named_and_nothing_is_written(paper_files, tmp_path, change, message):
+    runs_path, settings_path = paper_files
+    settings = json.loads(settings_path.read_text())
+    settings["pipelines"]["second"] = json.loads(json.dumps(settings["pipelines"]["tiny"]))
+    change(settings["pipelines"]["second"])  # the first pipeline converts; the second fails
+    settings_path.write_text(json.dumps(settings))
+    with pytest.raises(pr.PaperDataError, match=message) as info:
+        pr.write_all(runs_path, settings_path, tmp_path / "prof", tmp_path / "specs")
+    assert str(settings_path) in str(info.value)
+    assert not (tmp_path / "prof").exists() and not (tmp_path / "specs").exists()
+    settings_path.write_text(json.dumps({"pipelines": {}}))
+    with pytest.raises(pr.PaperDataError, match="names no pipeline"):
+        pr.write_all(runs_path, settings_path, tmp_path / "prof", tmp_path / "specs")
