@@ -98,6 +98,7 @@ utilisation = Real(lo=0, hi=1, lo_open=True, example="0.8", what="a utilisation 
 # A share of the SLA kept free: 1 would leave no time to serve.
 headroom = Real(lo=0, hi=1, hi_open=True, example="0.2", what="a latency headroom", kind="a share of the SLA")
 
+stabilisation = Whole(1, 1000, example="4", what="a number of forecasts", why_hi="the spec allows 1000")
 seed = Whole(0, 2**32 - 1, example="0", what="a seed")  # numpy's seeds are 32-bit
 threads = Whole(1, 1024, example="4", what="a number of threads")
 repeats = Whole(1, 1000, example="3", what="a number of repeats")

@@ -247,7 +247,7 @@ def _stderr(message: str) -> None:
 
 def cmd_forecast_select(args) -> int:
     from ..forecasting.backtesting.selection import Split, rolling_origins, score_split, select
-    from ..forecasting.sources import parse_days, read_trace
+    from ..forecasting.sources import days, parse_days, read_trace
 
     try:
         origins = [int(x) for x in args.origins.split(",") if x.strip()]
@@ -263,6 +263,8 @@ def cmd_forecast_select(args) -> int:
             f"{max(s.test[1] for s in splits)}): report on days no split scored, or move --origins earlier"
         )
     series = read_trace(args.trace, damping=args.damping)
+    if report_days:
+        days(series, *report_days)  # a report past the trace's end fails now, not after the selection
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     # Minutes of fitting: progress on stderr even with --json.
     report = select(series, splits, quantile=args.quantile, models=models, seed=args.seed, progress=_stderr)

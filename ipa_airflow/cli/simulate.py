@@ -50,6 +50,11 @@ def add_simulate(sub) -> None:
         "limits.latency_headroom",
     )
     p.add_argument(
+        "--stabilisation",
+        type=at.stabilisation,
+        help="plan for the highest of this many forecasts instead of each spec's adaptation.stabilisation",
+    )
+    p.add_argument(
         "--max-utilisation",
         type=at.utilisation,
         help="plan each replica for at most this share of its measured throughput (e.g. 0.8) instead of "
@@ -72,10 +77,16 @@ def add_simulate(sub) -> None:
         "combination, e.g. 'quantile=0.9,0.95,0.99;stabilisation=1,4'",
     )
     p.add_argument(
-        "--train-days", type=at.days, default="0-9", help="sweep: the days the forecaster trains on"
+        "--train-days",
+        type=at.days,
+        default="0-5",
+        help="sweep: the forecaster's training days (default 0-5: choose on days evaluate never reports)",
     )
     p.add_argument(
-        "--window-days", type=at.days, default="10-13", help="sweep: the days the windows are drawn from"
+        "--window-days",
+        type=at.days,
+        default="6-9",
+        help="sweep: the days the windows are drawn from (default 6-9; 10-13 are evaluate's test days)",
     )
     p.add_argument("--out", default="reports/simulation", help="evaluate, sweep: report folder")
     p.add_argument("--seed", type=at.seed, default=0)
@@ -90,6 +101,7 @@ def _spec_overrides(args) -> dict:
         "interval_s": args.interval,
         "latency_headroom": args.latency_headroom,
         "max_utilisation": args.max_utilisation,
+        "stabilisation": args.stabilisation,
     }
     return {k: v for k, v in out.items() if v is not None}
 
@@ -182,7 +194,7 @@ def _sweep(args, trace) -> int:
         sw.parse_grid(args.grid),
         train_days=parse_days(args.train_days),
         window_days=parse_days(args.window_days),
-        windows=args.random_windows or 32,
+        windows=args.random_windows or 32,  # --random-windows, 32 when not given
         out=Path(args.out),
         model=args.forecaster,
         seed=args.seed,

@@ -8,11 +8,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from ..forecasting.catalog import DEFAULT_FORECASTER
 from ..forecasting.catalog import forecaster as make_forecaster
 from ..forecasting.sources import SECONDS_PER_DAY
+from ..forecasting.sources import days as days_of
 from ..pipelines import load_pipeline
 from ..spec import Adaptation, Limits, PipelineSpec
 from .controllers import SIMULATED_POLICIES, make_policy
@@ -44,7 +45,7 @@ def fit_forecaster(
     trace: np.ndarray, model: str = DEFAULT_FORECASTER, seed: int = 0, days: tuple[int, int] = TRAIN_DAYS
 ):
     return make_forecaster(model).fit(
-        trace[days[0] * SECONDS_PER_DAY : (days[1] + 1) * SECONDS_PER_DAY],
+        days_of(trace, *days),
         seed=seed,
         start_s=days[0] * SECONDS_PER_DAY,
     )
@@ -101,8 +102,17 @@ def with_overrides(spec: PipelineSpec, overrides: dict | None) -> PipelineSpec:
     for section, model in sections.items():
         mine = {k: v for k, v in overrides.items() if k in model.model_fields}
         if mine:
-            update[section] = model(**{**getattr(spec, section).model_dump(), **mine})
-    return spec.model_copy(update=update)
+            try:
+                update[section] = model(**{**getattr(spec, section).model_dump(), **mine})
+            except ValidationError as exc:
+                said = "; ".join(
+                    f"{section}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
+                )
+                raise ValueError(said.replace("Value error, ", "")) from None
+    # The whole spec again, so its cross-checks (e.g. max_batch against batch_sizes) see the new values.
+    return PipelineSpec.model_validate(
+        {**spec.model_dump(), **{k: v.model_dump() for k, v in update.items()}}
+    )
 
 
 def plot_case(results: dict[str, SimResult], title: str, path: Path) -> Path:

@@ -30,7 +30,9 @@ def parse_grid(text: str) -> list[dict]:
         name, eq, values = part.partition("=")
         if not eq or not values.strip():
             raise ValueError(f"--grid: '{part}' is not NAME=V1,V2 (e.g. quantile=0.95,0.99)")
-        axes[name.strip()] = [_number(v.strip()) for v in values.split(",") if v.strip()]
+        if name.strip() in axes:
+            raise ValueError(f"--grid names {name.strip()} twice; give its values once, separated by commas")
+        axes[name.strip()] = list(dict.fromkeys(_number(v.strip()) for v in values.split(",") if v.strip()))
     if not axes:
         raise ValueError("--grid names no setting (e.g. quantile=0.95,0.99;stabilisation=1,4)")
     return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
@@ -47,7 +49,7 @@ def _number(v: str) -> float | int:
 
 
 def label(setting: dict) -> str:
-    return " ".join(f"{k}={v:g}" for k, v in setting.items())
+    return " ".join(f"{k}={v:g}" if isinstance(v, int | float) else f"{k}={v}" for k, v in setting.items())
 
 
 _SHORT = {"quantile": "q", "stabilisation": "s", "max_utilisation": "u", "interval_s": "i", "min_gain": "g"}
@@ -82,9 +84,15 @@ def sweep(
             f"trains on ({train_days[0]}-{train_days[1]})"
         )
     ev.check_cases(spec_paths, ["ipa", *baselines])
-    for setting in grid:  # a bad field or value fails now, not after an hour of replay
-        for spec_path in spec_paths:
-            ev.with_overrides(load_pipeline(spec_path).spec, setting)
+    shipped = {}
+    for spec_path in spec_paths:  # a bad field or value fails now, not after an hour of replay
+        spec = load_pipeline(spec_path).spec
+        shipped[spec.name] = _spec_setting(spec, grid[0])
+        for setting in grid:
+            try:
+                ev.with_overrides(spec, setting)
+            except ValueError as exc:
+                raise ValueError(f"--grid {label(setting)}: {exc}") from None
     starts = ev.random_test_windows(trace, windows, seed=seed, days=window_days)
     t0 = time.perf_counter()
     if progress:
@@ -102,7 +110,7 @@ def sweep(
                 progress(f"{spec.name}: ipa {label(setting)}")
             [r] = ev.window_summary(spec_path, trace, starts, ["ipa"], fitted, seed, setting)
             rows.append({**r, "setting": label(setting), "overrides": setting, "kind": "ipa"})
-        rows.append({"pipeline": spec.name, "kind": "spec", "setting": _spec_setting(spec, grid[0])})
+        rows.append({"pipeline": spec.name, "kind": "spec", "setting": shipped[spec.name]})
     report = {
         "forecaster": fitted.name,
         "train_days": list(train_days),
@@ -134,10 +142,15 @@ def choose(rows: list[dict], target: float = TARGET_VIOLATIONS) -> dict | None:
     """The setting to ship: of those whose mean violation rate is under `target` on every pipeline, the one
     whose plans are sized closest to the load (lowest planned / load, averaged over the pipelines)."""
     ipa = [r for r in rows if r["kind"] == "ipa"]
+    pipelines = {r["pipeline"] for r in ipa}
     by: dict[str, list[dict]] = {}
     for r in ipa:
         by.setdefault(r["setting"], []).append(r)
-    ok = {k: v for k, v in by.items() if all(r["violations_mean"] < target for r in v)}
+    ok = {
+        k: v
+        for k, v in by.items()
+        if {r["pipeline"] for r in v} == pipelines and all(r["violations_mean"] < target for r in v)
+    }
     if not ok:
         return None
     best = min(ok, key=lambda k: float(np.mean([r["planned_over_load_mean"] for r in ok[k]])))

@@ -30,6 +30,8 @@ class Split:
 
 def rolling_origins(origins: Sequence[int], test_span: int = 2, *, first_train_day: int = 0) -> list[Split]:
     """A split per origin day: train on days first_train_day..origin-1, test on origin..origin+span-1."""
+    if not origins:
+        raise ValueError("--origins names no day: give origin days separated by commas, e.g. 4,6,8")
     out = []
     for o in sorted(set(origins)):
         if o <= first_train_day:
@@ -89,14 +91,13 @@ def summarise(rows: list[dict], models: Sequence[str]) -> list[dict]:
     """Per model: mean and worst quantile loss over the splits, its mean rank (1 = best on a split), and
     the mean under-prediction rate and over-provisioning; best mean loss first."""
     splits = sorted({(tuple(r["train_days"]), tuple(r["test_days"])) for r in rows})
-    ranks: dict[str, list[int]] = {m: [] for m in models}
+    ranks: dict[str, list[float]] = {m: [] for m in models}
     for key in splits:
-        here = sorted(
-            (r for r in rows if (tuple(r["train_days"]), tuple(r["test_days"])) == key),
-            key=lambda r: r["quantile_loss"],
-        )
-        for k, r in enumerate(here, start=1):
-            ranks[r["model"]].append(k)
+        here = [r for r in rows if (tuple(r["train_days"]), tuple(r["test_days"])) == key]
+        for r in here:  # tied losses share the mean of their ranks
+            below = sum(1 for o in here if o["quantile_loss"] < r["quantile_loss"])
+            equal = sum(1 for o in here if o["quantile_loss"] == r["quantile_loss"])
+            ranks[r["model"]].append(below + (equal + 1) / 2)
     out = []
     for m in models:
         mine = [r for r in rows if r["model"] == m]

@@ -63,10 +63,33 @@ def test_a_sweep_replays_each_setting_beside_the_baselines_and_marks_the_specs_o
     assert ("ipa", "quantile=0.95") in kinds and ("ipa", "quantile=0.99") in kinds
     assert {s for k, s in kinds if k == "baseline"} == {"fa2-low", "fa2-high", "hpa"}
     assert ("spec", "quantile=0.99") in kinds  # video-cpu's own setting
-    assert all(6 * 86400 <= s < 10 * 86400 for s in report["windows"])
+    assert all(6 * 86400 <= s and s + 1200 <= 10 * 86400 for s in report["windows"])
     assert (out / "sweep.png").stat().st_size > 10_000 and "| video-cpu | quantile=0.95 |" in (
         out / "sweep.md"
     ).read_text()
     # Windows inside the training days would score the forecaster on what it learnt.
     assert main([*argv[:-5], "--train-days", "0-9", "--window-days", "6-9", "--out", str(out)]) == 2
     assert "must come after the days the forecaster trains on" in capsys.readouterr().err
+
+
+def test_a_setting_missing_on_a_pipeline_is_never_chosen_and_a_bad_grid_fails_before_any_replay(monkeypatch):
+    rows = [_ipa("a", "q2", 0.0, 1.0), _ipa("a", "q1", 0.0, 1.5), _ipa("b", "q1", 0.0, 1.5)]
+    assert choose(rows)["setting"] == "q1"  # q2 never ran on b
+    with pytest.raises(ValueError, match="names quantile twice"):
+        parse_grid("quantile=0.9;quantile=0.99")
+    assert parse_grid("quantile=0.99,0.990") == [{"quantile": 0.99}]
+
+    from ipa_airflow.simulation import experiments, sweep
+
+    monkeypatch.setattr(experiments, "fit_forecaster", pytest.fail)
+    monkeypatch.setattr(experiments, "run_case", pytest.fail)
+    with pytest.raises(ValueError, match="--grid quantile=0.97: adaptation.quantile: forecasts carry"):
+        sweep.sweep(
+            [str(PIPELINES / "video-cpu.yaml")],
+            None,
+            parse_grid("quantile=0.97"),
+            train_days=(0, 5),
+            window_days=(6, 9),
+            windows=1,
+            out=None,
+        )
