@@ -183,6 +183,7 @@ def plot(report: dict, path: Path) -> Path:
         mine = [r for r in rows if r["pipeline"] == name]
         ax.set_yscale("log")  # fa2-high often costs several times the rest
         ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         shipped = next((r["setting"] for r in mine if r["kind"] == "spec"), None)
         for r in mine:
             if r["kind"] == "spec":
