@@ -13,7 +13,6 @@ from pydantic import BaseModel, ValidationError
 from ..forecasting.catalog import DEFAULT_FORECASTER
 from ..forecasting.catalog import forecaster as make_forecaster
 from ..forecasting.sources import SECONDS_PER_DAY
-from ..forecasting.sources import days as days_of
 from ..pipelines import load_pipeline
 from ..spec import Adaptation, Limits, PipelineSpec
 from .controllers import SIMULATED_POLICIES, make_policy
@@ -44,8 +43,10 @@ def trains_on(trace: np.ndarray, start_s: int) -> bool:
 def fit_forecaster(
     trace: np.ndarray, model: str = DEFAULT_FORECASTER, seed: int = 0, days: tuple[int, int] = TRAIN_DAYS
 ):
+    # The days the trace holds of those asked for: a window in a short trace still gets a forecaster
+    # (`ipa simulate --start` says when it trained on the window's own days).
     return make_forecaster(model).fit(
-        days_of(trace, *days),
+        trace[days[0] * SECONDS_PER_DAY : (days[1] + 1) * SECONDS_PER_DAY],
         seed=seed,
         start_s=days[0] * SECONDS_PER_DAY,
     )
