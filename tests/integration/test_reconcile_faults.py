@@ -49,7 +49,9 @@ def _backend(server, clock, **kw) -> KubernetesBackend:
 
     cfg = client.Configuration()
     cfg.host = server.url
-    kw.setdefault("request_timeout_s", (2.0, 0.5))
+    # A read timeout well above what a loaded 2-core machine takes to answer: only HANG (an answer that
+    # never comes) may reach it, never a slow but real answer.
+    kw.setdefault("request_timeout_s", (5.0, 5.0))
     return KubernetesBackend(client.ApiClient(cfg), sleep=clock.sleep, backoff_s=0.1, wall=clock, **kw)
 
 
