@@ -9,11 +9,15 @@ from .. import argtypes as at
 from . import render
 
 
-def _trace_args(p) -> None:
+def _trace_source_args(p) -> None:
     p.add_argument("--trace", required=True, help="per-second counts, one per line (.txt or .txt.gz)")
     p.add_argument(
         "--damping", type=at.damping, default=8.0, help="divide every count by this (the paper: 8)"
     )
+
+
+def _trace_args(p) -> None:
+    _trace_source_args(p)
     p.add_argument("--train-days", type=at.days, default="0-9")
     p.add_argument("--test-days", type=at.days, default="10-13")
     p.add_argument("--seed", type=at.seed, default=0)
@@ -82,10 +86,7 @@ def add_forecast(sub) -> None:
         "with the lowest mean quantile loss at --quantile is chosen, then scored beside --baseline on "
         "--report-days, which no split touched.",
     )
-    p.add_argument("--trace", required=True, help="per-second counts, one per line (.txt or .txt.gz)")
-    p.add_argument(
-        "--damping", type=at.damping, default=8.0, help="divide every count by this (the paper: 8)"
-    )
+    _trace_source_args(p)
     p.add_argument("--origins", default="4,6,8", help="origin days, comma-separated (default 4,6,8)")
     p.add_argument("--test-span", type=at.export_days, default=2, help="days each split scores (default 2)")
     p.add_argument(

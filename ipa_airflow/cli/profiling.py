@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from .. import argtypes as at
 from ..settings import REPO
@@ -196,7 +197,7 @@ def cmd_profiles_import_paper(args) -> int:
     from ..profiling.paper_reference import write_all
 
     done = write_all(args.runs, args.settings, Path(args.profiles_out), Path(args.specs_out))
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "pipeline": c.name,
             "spec": str(Path(args.specs_out) / f"{c.name.removeprefix('paper-')}.yaml"),
@@ -208,10 +209,12 @@ def cmd_profiles_import_paper(args) -> int:
     if args.json:
         render.print_json(rows)
     else:
-        for r, c in zip(rows, done, strict=True):
-            print(f"{r['spec']}: {r['profiles']} profiles", end="")
-            left = len(c.skipped)
-            print(f" ({left} runs without a latency or throughput left out)" if left else "")
+        for r in rows:
+            left = len(r["runs_without_latency"])
+            print(
+                f"{r['spec']}: {r['profiles']} profiles"
+                + (f" ({left} runs without a latency or throughput left out)" if left else "")
+            )
     return 0
 
 

@@ -95,6 +95,11 @@ def add_simulate(sub) -> None:
     p.set_defaults(func=cmd_simulate)
 
 
+def _progress(message: str) -> None:
+    """Evaluations and sweeps take minutes: progress on stderr even with --json, whose answer is on stdout."""
+    print(message, file=sys.stderr)
+
+
 def _spec_overrides(args) -> dict:
     out = {
         "quantile": args.quantile,
@@ -137,8 +142,7 @@ def cmd_simulate(args) -> int:
             Path(args.out),
             seed=args.seed,
             model=args.forecaster,
-            # Minutes of work: progress on stderr even with --json, whose answer is on stdout.
-            progress=lambda m: print(m, file=sys.stderr),
+            progress=_progress,
             policies=args.policies.split(","),
             overrides=_spec_overrides(args),
             random_windows=args.random_windows,
@@ -198,8 +202,7 @@ def _sweep(args, trace) -> int:
         out=Path(args.out),
         model=args.forecaster,
         seed=args.seed,
-        # Many minutes of replay: progress on stderr even with --json.
-        progress=lambda m: print(m, file=sys.stderr),
+        progress=_progress,
     )
     (Path(args.out) / "sweep.md").write_text(sw.markdown(report))
     if args.json:

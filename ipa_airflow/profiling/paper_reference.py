@@ -50,7 +50,8 @@ class PaperPipeline:
     name: str
     spec: dict[str, Any]
     profiles: ProfileSet
-    skipped: tuple[str, ...]  # runs without latencies at the load the optimizer read
+    skipped: tuple[str, ...]  # runs without a latency or throughput at the load the optimizer read
+    setting: Mapping[str, Any]  # the SLA and base-allocation group the spec encodes (main_setting)
 
 
 def read_runs(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -143,8 +144,9 @@ def stage_profiles(
         points, missing = [], []
         for r in sorted(rows, key=lambda r: r["batch"]):
             raw = [r.get(f"model_{k}_ms") for k in ("p50", "p95", "p99", "mean")]
-            if not all(isinstance(x, int | float) for x in raw) or not r.get("max_throughput_rps"):
-                what = "latency" if not all(isinstance(x, int | float) for x in raw) else "throughput"
+            timed = all(isinstance(x, int | float) for x in raw)
+            if not timed or not r.get("max_throughput_rps"):
+                what = "throughput" if timed else "latency"
                 skipped.append(
                     f"series {series} {model} cpu={cpu} batch={r['batch']} at {load_rps:g} req/s: no {what}"
                 )
@@ -235,7 +237,7 @@ def convert(
     pins = {}
     for key, label in (("fa2_low", "FA2-low"), ("fa2_high", "FA2-high")):
         pinned = _mode(tuple(v) for v in baselines[label]["pinned_variants"].values())
-        pins[key] = dict(zip(p["stage_order"], pinned, strict=True))
+        pins[key] = {s: variant_name(m) for s, m in zip(p["stage_order"], pinned, strict=True)}
     rim = _mode(tuple(v["replicas"]) for v in baselines["RIM"]["per_pattern"].values())
     throughput_margin = float(setting["throughput_margin_pct"])
     latency_margin = float(setting["latency_margin_pct"])
@@ -275,19 +277,22 @@ def convert(
         "cost_per_unit": {"cpu": 1.0},
         "profiles": [profiles_file],
         "baselines": {
-            "fa2_low": {s: variant_name(m) for s, m in pins["fa2_low"].items()},
-            "fa2_high": {s: variant_name(m) for s, m in pins["fa2_high"].items()},
+            **pins,
             "rim_replicas": dict(zip(p["stage_order"], rim, strict=True)),
         },
         "adaptation": {"interval_s": _mode(r["adaptation_interval_s"] for r in in_figures)},
         "stages": spec_stages,
     }
-    return PaperPipeline(f"paper-{name}", spec, ProfileSet({pr.id: pr for pr in profiles}), tuple(skipped))
+    return PaperPipeline(
+        f"paper-{name}", spec, ProfileSet({pr.id: pr for pr in profiles}), tuple(skipped), setting
+    )
 
 
-def header_comment(name: str, settings: Mapping[str, Any], runs_source: str, settings_source: str) -> str:
-    """The comment a converted spec starts with: where each number came from."""
-    setting = main_setting(settings["pipelines"][name])
+def header_comment(
+    name: str, setting: Mapping[str, Any], settings: Mapping[str, Any], runs_source: str, settings_source: str
+) -> str:
+    """The comment a converted spec starts with: where each number came from. `setting` is the group of
+    runs the spec encodes (PaperPipeline.setting)."""
     fork = settings.get("source", {}).get("fork", {})
     sla, threshold, load = setting["pipeline_sla_s"], setting["threshold_rps"], setting["profiling_load_rps"]
     series = ", ".join(str(x) for x in setting["series"])
@@ -331,7 +336,7 @@ def write_all(
     for name in settings["pipelines"]:
         try:
             converted = convert(runs, settings, name, profiles_file=f"{rel}/{name}.json", source=runs_source)
-            header = header_comment(name, settings, runs_source, settings_source)
+            header = header_comment(name, converted.setting, settings, runs_source, settings_source)
         except PaperDataError as exc:
             raise PaperDataError(f"{settings_path}: {exc}") from None
         except (KeyError, TypeError, IndexError, AttributeError, ValueError, ZeroDivisionError) as exc:

@@ -114,7 +114,7 @@ def profile_zoo(name: str, request: SweepRequest, **kwargs) -> SweepResult:
         model=name,
         model_ref=f"zoo:{name}",
         task=zm.task,
-        input_desc=zm.input_desc or f"{zm.input_size}px random image",
+        input_desc=zm.input_desc,
         accuracy_meta={
             "metric": zm.metric,
             "accuracy": zm.accuracy,

@@ -90,30 +90,38 @@ def run_case(
     return sim.run()
 
 
+# The spec sections a run may override (they share no field name, so a field names its section).
+OVERRIDABLE: dict[str, type[BaseModel]] = {"adaptation": Adaptation, "limits": Limits}
+
+
+def spec_value(spec: PipelineSpec, field: str):
+    """The spec's own value of an overridable field (None for a field of no overridable section)."""
+    for section, model in OVERRIDABLE.items():
+        if field in model.model_fields:
+            return getattr(getattr(spec, section), field)
+    return None
+
+
 def with_overrides(spec: PipelineSpec, overrides: dict | None) -> PipelineSpec:
-    """The spec with some settings of its adaptation and limits sections replaced (the two share no field
-    name), validated as the spec's own would be."""
+    """The spec with some settings of its adaptation and limits sections replaced, validated as the
+    spec's own would be."""
     if not overrides:
         return spec
-    sections: dict[str, type[BaseModel]] = {"adaptation": Adaptation, "limits": Limits}
-    unknown = set(overrides) - {f for model in sections.values() for f in model.model_fields}
+    unknown = set(overrides) - {f for model in OVERRIDABLE.values() for f in model.model_fields}
     if unknown:
         raise ValueError(f"cannot override {', '.join(sorted(unknown))}: not a field of adaptation or limits")
-    update = {}
-    for section, model in sections.items():
-        mine = {k: v for k, v in overrides.items() if k in model.model_fields}
-        if mine:
-            try:
-                update[section] = model(**{**getattr(spec, section).model_dump(), **mine})
-            except ValidationError as exc:
-                said = "; ".join(
-                    f"{section}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()
-                )
-                raise ValueError(said.replace("Value error, ", "")) from None
-    # The whole spec again, so its cross-checks (e.g. max_batch against batch_sizes) see the new values.
-    return PipelineSpec.model_validate(
-        {**spec.model_dump(), **{k: v.model_dump() for k, v in update.items()}}
-    )
+    merged = spec.model_dump()
+    for section, model in OVERRIDABLE.items():
+        merged[section] = {
+            **merged[section],
+            **{k: v for k, v in overrides.items() if k in model.model_fields},
+        }
+    # The whole spec, so its cross-checks (e.g. max_batch against batch_sizes) see the new values too.
+    try:
+        return PipelineSpec.model_validate(merged)
+    except ValidationError as exc:
+        said = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ValueError(said.replace("Value error, ", "")) from None
 
 
 def plot_case(results: dict[str, SimResult], title: str, path: Path) -> Path:

@@ -18,11 +18,18 @@ PAPER = {
 }
 
 
+def cases(rows: list[dict]) -> dict[tuple[str, str], dict[str, dict]]:
+    """The rows by (pipeline, pattern), then by policy, in the order they ran."""
+    out: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows:
+        out.setdefault((r["pipeline"], r["pattern"]), {})[r["policy"]] = r
+    return out
+
+
 def targets(rows: list[dict]) -> list[dict]:
     """Per pipeline and pattern: did ipa meet the issue's targets?"""
     out = []
-    for key in sorted({(r["pipeline"], r["pattern"]) for r in rows}):
-        by = {r["policy"]: r for r in rows if (r["pipeline"], r["pattern"]) == key}
+    for key, by in sorted(cases(rows).items()):
         ipa = by.get("ipa")
         if not ipa:
             continue
@@ -68,8 +75,7 @@ def paper_comparison(rows: list[dict]) -> list[dict]:
     """Per pipeline and pattern, the quantities the paper reports as ranges: ipa's accuracy (PAS) gain
     over fa2-low, its cost against fa2-high's and fa2-low's, and the seconds whose p99 met the SLA."""
     out = []
-    for key in sorted({(r["pipeline"], r["pattern"]) for r in rows}):
-        by = {r["policy"]: r for r in rows if (r["pipeline"], r["pattern"]) == key}
+    for key, by in sorted(cases(rows).items()):
         ipa, low, high = by.get("ipa"), by.get("fa2-low"), by.get("fa2-high")
         if not (ipa and low and high):
             continue
@@ -98,8 +104,7 @@ def case_table(rows: list[dict]) -> list[str]:
         "| pipeline | pattern | " + " | ".join(policies) + " |",
         "|---|---|" + "---|" * len(policies),
     ]
-    for key in dict.fromkeys((r["pipeline"], r["pattern"]) for r in rows):
-        by = {r["policy"]: r for r in rows if (r["pipeline"], r["pattern"]) == key}
+    for key, by in cases(rows).items():
         cells = [_case(by[p]) if p in by else "-" for p in policies]
         lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " |")
     return lines

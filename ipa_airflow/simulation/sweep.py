@@ -84,10 +84,8 @@ def sweep(
             f"trains on ({train_days[0]}-{train_days[1]})"
         )
     ev.check_cases(spec_paths, ["ipa", *baselines])
-    shipped = {}
-    for spec_path in spec_paths:  # a bad field or value fails now, not after an hour of replay
-        spec = load_pipeline(spec_path).spec
-        shipped[spec.name] = _spec_setting(spec, grid[0])
+    specs = {path: load_pipeline(path).spec for path in spec_paths}
+    for spec in specs.values():  # a bad field or value fails now, not after an hour of replay
         for setting in grid:
             try:
                 ev.with_overrides(spec, setting)
@@ -99,8 +97,7 @@ def sweep(
         progress(f"fitting the {model} forecaster on days {train_days[0]}-{train_days[1]}")
     fitted = ev.fit_forecaster(trace, model=model, seed=seed, days=train_days)
     rows = []
-    for spec_path in spec_paths:
-        spec = load_pipeline(spec_path).spec
+    for spec_path, spec in specs.items():
         if progress:
             progress(f"{spec.name}: baselines over {len(starts)} windows")
         base = ev.window_summary(spec_path, trace, starts, list(baselines), fitted, seed, None)
@@ -110,7 +107,9 @@ def sweep(
                 progress(f"{spec.name}: ipa {label(setting)}")
             [r] = ev.window_summary(spec_path, trace, starts, ["ipa"], fitted, seed, setting)
             rows.append({**r, "setting": label(setting), "overrides": setting, "kind": "ipa"})
-        rows.append({"pipeline": spec.name, "kind": "spec", "setting": shipped[spec.name]})
+        # Which point is the shipped one: the spec's own values of the swept fields.
+        shipped = label({k: ev.spec_value(spec, k) for k in grid[0]})
+        rows.append({"pipeline": spec.name, "kind": "spec", "setting": shipped})
     report = {
         "forecaster": fitted.name,
         "train_days": list(train_days),
@@ -126,16 +125,6 @@ def sweep(
     (out / "sweep.json").write_text(json.dumps(report, indent=1))
     report["plot"] = str(plot(report, out / "sweep.png"))
     return report
-
-
-def _spec_setting(spec, setting: dict) -> str:
-    """The spec's own values of the swept fields, as a label (which point is the shipped one)."""
-    values = {}
-    for k in setting:
-        for section in (spec.adaptation, spec.limits):
-            if k in type(section).model_fields:
-                values[k] = getattr(section, k)
-    return label(values)
 
 
 def choose(rows: list[dict], target: float = TARGET_VIOLATIONS) -> dict | None:
