@@ -2,6 +2,8 @@
 
 Configuration (environment, read once at parse time by `load_settings()`; no heavy work here):
   IPA_SPECS_DIR             folder of pipeline specs (default: the repository's examples)
+  IPA_FLEET_SPEC            a fleet spec (docs/fleet.md): when set, one task plans its pipelines together
+                            under its quota (IpaFleetAdaptationOperator) and IPA_SPECS_DIR is not read
   IPA_ADAPTATION_SCHEDULE   cron or '@continuous' (default: every minute; '@continuous' with a loop)
   IPA_ADAPTATION_LOOP_S     when set, each spec gets one task that decides every adaptation.interval_s
                             for this many seconds (IpaAdaptationLoopOperator) instead of the four tasks
@@ -31,6 +33,7 @@ from airflow.sdk import DAG, TaskGroup, XComArg
 from ipa_airflow_provider.operators import (
     OUTCOME_KEY,
     IpaAdaptationLoopOperator,
+    IpaFleetAdaptationOperator,
     IpaForecastOperator,
     IpaPlanOperator,
     IpaReconcileOperator,
@@ -68,7 +71,18 @@ with DAG(
     params={"trace_second": None},
     tags=["ipa"],
 ) as dag:
-    for spec in sorted(SETTINGS.specs_dir.glob("*.yaml")):
+    if SETTINGS.fleet_spec:
+        # One joint decision: every pipeline the DAG adapts is in the fleet (one planned beside it would
+        # take capacity the quota does not count). With a loop, it decides on the pipelines' cadence.
+        IpaFleetAdaptationOperator(
+            task_id="fleet",
+            fleet_path=str(SETTINGS.fleet_spec),
+            duration_s=SETTINGS.loop_s or 0.0,
+            quantile=FORECASTER.plan_quantile,
+            **LOAD_ARGS,
+            **CLUSTER_ARGS,
+        )
+    for spec in sorted(SETTINGS.specs_dir.glob("*.yaml")) if not SETTINGS.fleet_spec else ():
         if SETTINGS.loop_s:
             IpaAdaptationLoopOperator(
                 task_id=re.sub(r"[^a-zA-Z0-9_]", "_", spec.stem),

@@ -112,6 +112,25 @@ unix_s = Whole(0, 10**10, example="1700000000", what="a unix time in seconds")
 second = Whole(0, 10**10, example="864000", what="a second of the trace")
 
 
+def loads(text: str) -> dict[str, float]:
+    """Per-pipeline loads of a fleet, 'name=rps,name=rps' (e.g. 'video-cpu=10,paper-nlp=4')."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, sep, value = part.strip().partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise argparse.ArgumentTypeError(
+                f"expected pipeline=load pairs separated by commas, such as a=10,b=4, got {part.strip()!r}"
+            )
+        if name in out:
+            raise argparse.ArgumentTypeError(f"pipeline {name!r} has two loads; give each once")
+        try:
+            out[name] = load_rps(value.strip())
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{name}: {exc}") from None
+    return out
+
+
 def days(text: str) -> str:
     """Days of a trace, '0-9' or '12', checked now (the command parses them again where it uses them)."""
     from .forecasting.sources import parse_days

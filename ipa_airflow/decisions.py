@@ -49,6 +49,8 @@ def log_decision(
         # The model version each stage runs, and where the pipeline came from (MLflow, or the kept copy).
         **{f"ipa.model.{stage}": uri for stage, uri in record.decision.models.items()},
         "ipa.pipeline_origin": str(record.decision.pipeline.get("origin", "files")),
+        # A scale-up the loop's fast path made between decisions, not a decision on a forecast.
+        "ipa.fast_path": str(bool(record.extra.get("fast_path"))).lower(),
     }
     note = record.decision.pipeline.get("note")
     if note:
@@ -182,3 +184,20 @@ def keep_decision(record, home=None) -> Path:
     stamp = record.decided_at.replace(":", "")
     path = (home or load_settings().home) / "decisions" / f"{record.pipeline}-{stamp}.json"
     return write_whole(path, json.dumps(record.to_dict(), indent=1, default=str))
+
+
+def record_or_keep(record: DecisionRecord, registry, experiment: str, warn) -> None:
+    """A loop's record: the decision run in MLflow, or, with MLflow down, the record kept on disk and
+    `warn(message)` said, so the loop keeps deciding and nothing is lost."""
+    from .registry.mlflow_profiles import RegistryError, mlflow_errors
+
+    try:
+        with mlflow_errors(registry.tracking_uri, "record the decision"):
+            log_decision(
+                record,
+                tracking_uri=registry.tracking_uri,
+                experiment=experiment,
+                artifact_root=registry.artifact_root,
+            )
+    except RegistryError as exc:
+        warn(f"{exc}; the decision record is kept at {keep_decision(record)}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .candidates import Candidate, registry_variants, selected
+from .forecasting.windows import WindowSpec
 from .profiles import ProfileError, ProfileSet
 from .spec import PipelineSpec, SpecError, Stage, Variant, load_spec
 
@@ -241,4 +242,26 @@ def check_pipeline(path: str | Path, *, registry=None) -> list[str]:
         spec = pipeline.spec
         notes = [c.describe() for c in pipeline.candidates]
     load_template(spec, base=path.parent)
-    return notes
+    return notes + horizon_notes(spec)
+
+
+# The horizon the shipped forecasters predict the peak over.
+FORECAST_HORIZON_S = WindowSpec().horizon_s
+
+
+def horizon_notes(spec: PipelineSpec) -> list[str]:
+    """A plan must carry the load until the next decision's plan takes effect: one interval plus the
+    slowest variant's start-up. A forecast of a shorter horizon leaves the rest to the fast path."""
+    slowest = max(
+        [v.startup_s for st in spec.stages for v in st.variants]
+        + [st.registered_model.startup_s for st in spec.stages if st.registered_model is not None],
+        default=0.0,
+    )
+    needed = spec.adaptation.interval_s + slowest
+    if needed <= FORECAST_HORIZON_S:
+        return []
+    return [
+        f"adaptation: a plan must carry the load for {needed:g} s (interval_s {spec.adaptation.interval_s:g} "
+        f"+ the slowest start-up {slowest:g} s), longer than the {FORECAST_HORIZON_S} s the forecasters "
+        "predict: decide more often, or rely on the fast path (burst_window_s) for the rest"
+    ]

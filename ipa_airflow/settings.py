@@ -128,6 +128,9 @@ class IpaSettings:
     # The runtime that serves the models; profiles measured on another runtime are stale.
     serving_runtime: str | None = field(default=None)  # IPA_SERVING_RUNTIME
     specs_dir: Path = REPO / "profiles" / "pipelines"  # IPA_SPECS_DIR
+    # IPA_FLEET_SPEC: a fleet spec (docs/fleet.md); set, the adaptation DAG plans its pipelines together
+    # under its quota, and IPA_SPECS_DIR is not read.
+    fleet_spec: Path | None = None
     load: LoadSettings = field(default_factory=LoadSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     forecaster: ForecasterSettings = field(default_factory=ForecasterSettings)
@@ -288,6 +291,18 @@ def default_specs_dir(env: Mapping[str, str] = os.environ) -> Path:
     return Path(_get(env, "IPA_SPECS_DIR") or REPO / "profiles" / "pipelines")
 
 
+def _fleet_spec(env: Mapping[str, str]) -> Path | None:
+    raw = _get(env, "IPA_FLEET_SPEC")
+    if raw is None:
+        return None
+    path = Path(raw).resolve()
+    if not path.is_file():
+        raise SettingsError(
+            f"IPA_FLEET_SPEC={raw!r} is not a file: give a fleet spec (docs/fleet.md), or unset it"
+        )
+    return path
+
+
 def default_trace(env: Mapping[str, str] = os.environ) -> Path:
     return Path(_get(env, "IPA_TRACE") or LoadSettings.trace)
 
@@ -310,6 +325,7 @@ def load_settings(
         mlflow=_mlflow(env, home, tracking_uri),
         serving_runtime=_get(env, "IPA_SERVING_RUNTIME"),
         specs_dir=default_specs_dir(env),
+        fleet_spec=_fleet_spec(env),
         load=_load(env),
         cluster=_cluster(env, home),
         forecaster=_forecaster(env),

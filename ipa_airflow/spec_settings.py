@@ -83,9 +83,14 @@ class Adaptation(_Strict):
     quantile: float = 0.99
     # The spacing of the forecasts the controller compares (the simulator's decision cadence).
     interval_s: Annotated[float, Field(gt=0, le=86400)] = 10.0
-    # Plan for the highest of the last N forecasts: capacity is given back only after N lower ones.
-    # Each decision recomputes the N-1 earlier forecasts, hence the bound.
+    # Give capacity back only to a plan that carries every one of the last N loads: a guard against
+    # flapping, not a second quantile (the plan is sized for the load now; an older, higher load only keeps
+    # capacity, never plans above what runs carries). Each decision recomputes the N-1 earlier forecasts,
+    # hence the bound.
     stabilisation: Annotated[StrictInt, Field(gt=0, le=1000)] = 4
+    # The fast path: between decisions, a rate measured over this many seconds (or a backlog) above what
+    # the running plan carries adds replicas of the running variants at once. 0 turns it off.
+    burst_window_s: Annotated[StrictInt, Field(ge=0, le=600)] = 5
     # A change the load does not force must raise the objective by at least this much (every switch
     # restarts pods).
     min_gain: NonNegative = 0.005

@@ -5,8 +5,9 @@ Every switch restarts pods and, until the new ones are ready, pays for both gene
   `max_utilisation`, or the SLA once batches are filled at that load); then the proposal replaces it;
 - any other change (cheaper, more accurate) must raise the objective by `adaptation.min_gain`; at a
   near-tie the controller would otherwise flip between two plans every time the forecast wobbles.
-Scale-down waits on its own: the load planned for is the highest of the last `adaptation.stabilisation`
-forecasts (`held_load`), what HPA's scale-down stabilisation window does with its recommendations.
+- capacity is given back only to a plan that carries every one of the last `adaptation.stabilisation`
+  loads (`holds_capacity`): HPA's scale-down window. It guards against flapping only: a recent load
+  never raises the plan above what runs carries.
 """
 
 from __future__ import annotations
@@ -30,11 +31,27 @@ class Switch:
         return self.plan is not self.running
 
 
-def held_load(forecasts: Sequence[float], stabilisation: int) -> float:
-    """The load to plan for: the highest of the newest `stabilisation` forecasts (newest last)."""
-    if not forecasts:
-        raise ValueError("no forecast to plan for")
-    return max(forecasts[-stabilisation:])
+def carried_load(plan: Plan, spec: PipelineSpec) -> float:
+    """The load `plan` carries: its narrowest stage's capacity at the spec's `max_utilisation`."""
+    return min(s.capacity_rps for s in plan.stages) * spec.limits.max_utilisation
+
+
+def holds_capacity(running: Plan, proposal: Plan, recent: Sequence[float], spec: PipelineSpec) -> str | None:
+    """Why `running` keeps its capacity instead of giving it back to `proposal` (None: it may).
+
+    `recent` holds the loads of the last `adaptation.stabilisation` decisions; capacity is given back only
+    to a plan that would have carried every one of them, so one lower forecast does not undo a scale-up
+    the next one forces again."""
+    offered = carried_load(proposal, spec)
+    if offered >= carried_load(running, spec):
+        return None  # not a give-back
+    above = [x for x in recent if x > offered]
+    if not above:
+        return None
+    return (
+        f"the proposal carries {offered:.1f} req/s, below {len(above)} of the last {len(recent)} loads "
+        f"(highest {max(above):.1f}): capacity is held"
+    )
 
 
 def _fill_s(batch: int, load: float) -> float:
@@ -76,9 +93,12 @@ def choose(
     load: float,
     spec: PipelineSpec,
     budget_shares: Mapping[str, float] | None = None,
+    recent: Sequence[float] = (),
 ) -> Switch:
     """Keep `running` or switch to `proposal`, both planned for `load` (under the policy whose per-stage
-    `budget_shares` they honour, if any)."""
+    `budget_shares` they honour, if any). `recent`: the loads the capacity hold compares
+    (`control.decide.recent_loads`), which decide whether capacity may be given back
+    (`holds_capacity`); none given, it may."""
     if running is None:
         return Switch(proposal, "nothing known to run")
     if running.plan_id == proposal.plan_id:
@@ -86,6 +106,9 @@ def choose(
     short = shortfall(running, load, spec, budget_shares)
     if short is not None:
         return Switch(proposal, f"the running plan cannot carry the load: {short}", running)
+    held = holds_capacity(running, proposal, recent, spec)
+    if held is not None:
+        return Switch(running, held, running)
     gain = proposal.objective - running.objective
     if gain >= spec.adaptation.min_gain:
         return Switch(proposal, f"the proposal raises the objective by {gain:.4f}", running)

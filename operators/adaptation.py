@@ -311,8 +311,7 @@ class IpaAdaptationLoopOperator(_ClusterMixin, IpaForecastOperator):
     def execute(self, context) -> dict[str, Any]:
         from ipa_airflow.adaptation import forecaster_for
         from ipa_airflow.control_loop import run_loop
-        from ipa_airflow.decisions import keep_decision, log_decision
-        from ipa_airflow.registry.mlflow_profiles import RegistryError, mlflow_errors
+        from ipa_airflow.decisions import record_or_keep
 
         mlflow = IpaMlflowHook(self.ipa_mlflow_conn_id)
         registry = mlflow.get_conn()
@@ -324,16 +323,7 @@ class IpaAdaptationLoopOperator(_ClusterMixin, IpaForecastOperator):
             self.log.warning(why)
 
         def record(rec) -> None:
-            try:
-                with mlflow_errors(registry.tracking_uri, "record the decision"):
-                    log_decision(
-                        rec,
-                        tracking_uri=registry.tracking_uri,
-                        experiment=DECISIONS_EXPERIMENT,
-                        artifact_root=registry.artifact_root,
-                    )
-            except RegistryError as exc:  # MLflow down: keep deciding, keep the record
-                self.log.warning("%s; the decision record is kept at %s", exc, keep_decision(rec))
+            record_or_keep(rec, registry, DECISIONS_EXPERIMENT, self.log.warning)
             self.log.info("%s", rec.why)
 
         from ipa_airflow.pipeline_cache import live_pipeline

@@ -1,7 +1,8 @@
 """Operators: templated arguments in, one engine call, plain JSON out (through XCom).
 
 One module per family: forecast.py, adaptation.py (plan, reconcile, record, and the loop that runs the
-step on a short cadence), profile.py (in-process, or a pod on another node pool). This module
+step on a short cadence), fleet.py (a fleet's pipelines decided together), profile.py (in-process, or a
+pod on another node pool). This module
 re-exports them, so DAGs keep importing `from ipa_airflow_provider.operators import ...`.
 """
 
@@ -17,6 +18,7 @@ from .adaptation import (
     IpaRecordDecisionOperator,
     IpaReprofileOperator,
 )
+from .fleet import IpaFleetAdaptationOperator
 from .forecast import IpaForecastOperator
 
 # profile.py imports the Kubernetes provider (a second or so): loaded on first use, so only the DAGs that
@@ -37,6 +39,7 @@ def __getattr__(name: str):
 __all__ = [
     "OUTCOME_KEY",
     "IpaAdaptationLoopOperator",
+    "IpaFleetAdaptationOperator",
     "IpaForecastOperator",
     "IpaPlanOperator",
     "IpaProfileOperator",

@@ -20,3 +20,16 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+class FakeClock:
+    """A clock that moves only when slept on: a loop's `clock` and `sleep` in tests, with no waiting."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, s):
+        self.t += s

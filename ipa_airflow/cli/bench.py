@@ -25,6 +25,12 @@ def add_bench(sub) -> None:
     p.add_argument("--heterogeneous", action="store_true", help="alternate fp16/fp32 stages (no symmetry)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_solver)
+    f = bench.add_parser("fleet", help="fleet plan time for 5, 20 and 50 pipelines under a binding quota")
+    f.add_argument(
+        "--brute-force-fleets", type=at.repeats, default=12, help="small fleets checked against brute force"
+    )
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(func=cmd_bench_fleet)
 
 
 def cmd_bench_solver(args) -> int:
@@ -54,4 +60,15 @@ def cmd_bench_solver(args) -> int:
         render.print_json(report)
     else:
         render.solver_grid(report, accuracy=args.accuracy, solver=args.solver)
+    return 0
+
+
+def cmd_bench_fleet(args) -> int:
+    from ..bench import fleet
+
+    report = fleet.run(brute_force_fleets=args.brute_force_fleets)
+    if args.json:
+        render.print_json(report)
+    else:
+        render.fleet_bench(report)
     return 0

@@ -3,6 +3,7 @@ the plan renders to, and the plan applied to a cluster."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -45,18 +46,24 @@ def add_validate(sub) -> None:
 
 
 def cmd_validate(args) -> int:
+    from ..fleet import FleetError, is_fleet_file
+
     failed = 0
     results = []
     registry = _registry(args)  # a registry stage is checked against MLflow only when it is named
     for path in args.specs:
         try:
-            notes = check_pipeline(path, registry=registry)
+            notes = (
+                _check_fleet(path, registry)
+                if is_fleet_file(path)
+                else check_pipeline(path, registry=registry)
+            )
             results.append({"spec": str(path), "ok": True, "errors": [], "notes": notes})
             if not args.json:
                 print(f"{path}: ok")
                 for note in notes:
                     print(f"  {note}")
-        except SpecError as exc:
+        except (SpecError, FleetError) as exc:
             failed += 1
             errors = [{"path": p, "message": m} for p, m in exc.problems]
             results.append({"spec": str(path), "ok": False, "errors": errors})
@@ -67,23 +74,52 @@ def cmd_validate(args) -> int:
     return 1 if failed else 0
 
 
+def _check_fleet(path: str, registry) -> list[str]:
+    """A fleet spec validated whole (its fields, the quota's cover, and every pipeline it lists as
+    `ipa validate` checks one, its template too): the notes."""
+    from ..fleet import load_fleet
+
+    fleet = load_fleet(path, registry=registry)
+    quota = ", ".join(f"{k} {v:g}" for k, v in fleet.quota.items())
+    notes = [f"fleet '{fleet.name}': {', '.join(fleet.pipeline_names)} under quota {quota}"]
+    for m in fleet.members:
+        notes += [f"{m.name}: {note}" for note in check_pipeline(m.pipeline.source, registry=registry)]
+    return notes
+
+
 # ---- plan -------------------------------------------------------------------------------------------
 def add_plan(sub) -> None:
     p = sub.add_parser("plan", help="solve the program for one load")
-    p.add_argument("spec")
-    p.add_argument("--load", type=at.load_rps, required=True, help="predicted load, requests per second")
+    p.add_argument("spec", help="a pipeline spec, or a fleet spec (docs/fleet.md)")
+    p.add_argument("--load", type=at.load_rps, help="predicted load, requests per second (a pipeline spec)")
+    p.add_argument(
+        "--loads",
+        type=at.loads,
+        metavar="NAME=RPS,...",
+        help="a fleet spec: each pipeline's predicted load, e.g. video-cpu=10,paper-nlp=4",
+    )
     p.add_argument("--policy", choices=list(POLICIES), default="ipa")
-    p.add_argument("--solver", choices=list(SOLVERS), default="auto")
+    p.add_argument("--solver", choices=list(SOLVERS), default="auto", help="a pipeline spec's solver")
     p.add_argument("--out", type=at.out_file, help="also write the plan as JSON to this file")
     p.add_argument(
         "--tracking-uri", type=at.tracking_uri, help="read profiles the spec's files lack from this MLflow"
     )
     p.add_argument("--runtime", help="refuse MLflow profiles measured on another runtime, e.g. torch==2.14.1")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_plan)
+    p.set_defaults(func=cmd_plan, plan_parser=p)
 
 
 def cmd_plan(args) -> int:
+    from ..fleet import is_fleet_file
+
+    # --loads alone means a fleet: a file that is no fleet spec (missing, not YAML, a stray key) is then
+    # reported by the fleet loader, not as a pipeline spec missing --load.
+    if is_fleet_file(args.spec) or (args.loads is not None and args.load is None):
+        return _cmd_plan_fleet(args)
+    if args.load is None:  # as argparse said when --load was required of every spec
+        args.plan_parser.error("the following arguments are required: --load")
+    if args.loads is not None:
+        args.plan_parser.error(f"--loads is for fleet specs; {args.spec} is a pipeline spec: give --load")
     pipeline = load_pipeline(args.spec, registry=_registry(args, args.spec), runtime=args.runtime)
     result = plan(pipeline.spec, pipeline.profiles, args.load, policy=args.policy, solver=args.solver)
     if args.out:
@@ -93,6 +129,66 @@ def cmd_plan(args) -> int:
     else:
         render.plan(result)
     return 0
+
+
+def _cmd_plan_fleet(args) -> int:
+    from ..fleet import load_fleet, plan_fleet
+
+    if args.loads is None:
+        args.plan_parser.error(
+            f"{args.spec} is a fleet spec: give each pipeline's load with --loads NAME=RPS,..."
+        )
+    if args.load is not None:
+        args.plan_parser.error(f"--load is for pipeline specs; {args.spec} is a fleet spec: give --loads")
+    if _is_pipeline_file(args.spec):
+        args.plan_parser.error(f"--loads is for fleet specs; {args.spec} is a pipeline spec: give --load")
+    if args.solver != "auto":  # the fleet has one exact program (docs/fleet.md): a choice would be ignored
+        args.plan_parser.error(f"--solver {args.solver} is for pipeline specs; a fleet is solved exactly")
+    fleet = load_fleet(args.spec, registry=_fleet_registry(args), runtime=args.runtime)
+    result = plan_fleet(fleet, args.loads, policy=args.policy)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result.to_dict(), indent=2))
+    if args.json:
+        render.print_json(result.to_dict())
+    else:
+        render.fleet_plan(result)
+    return 0
+
+
+def _is_pipeline_file(path: str) -> bool:
+    """Whether `path` reads as a pipeline spec (it lists stages, no pipelines)."""
+    from collections.abc import Mapping
+
+    from ..userfiles import UserFileError, read_yaml
+
+    try:
+        data = read_yaml(path)
+    except (UserFileError, OSError):
+        return False
+    return isinstance(data, Mapping) and "stages" in data and "pipelines" not in data
+
+
+def _fleet_registry(args):
+    """As `_registry` for a pipeline spec: `--tracking-uri`, else the settings' MLflow when a pipeline of
+    the fleet has a registry stage (the fleet loader reports whatever of the fleet does not read)."""
+    from ..fleet import FleetError, FleetSpec
+    from ..registry import registry_for
+    from ..spec import load_spec
+    from ..userfiles import UserFileError, read_yaml
+
+    if getattr(args, "tracking_uri", None):
+        return registry_for(args.tracking_uri)
+    try:
+        fleet = FleetSpec.from_dict(read_yaml(args.spec), source=str(args.spec))
+    except (UserFileError, OSError, FleetError):
+        return None
+    for entry in fleet.pipelines:
+        try:
+            if load_spec(Path(args.spec).parent / entry.spec).from_registry:
+                return registry_for(None)
+        except (SpecError, OSError):
+            continue
+    return None
 
 
 # ---- manifests --------------------------------------------------------------------------------------

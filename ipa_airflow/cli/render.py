@@ -75,6 +75,68 @@ def plan(p) -> None:
         out.print(f"[yellow]{p.message}[/yellow]")
 
 
+def fleet_plan(f) -> None:
+    """A fleet plan: a row per pipeline (its plan, what the quota cost it), then each pool's use."""
+    from rich.markup import escape
+
+    stages_col = "stages: variant b=batch xreplicas"
+    table = _table(
+        f"fleet {f.fleet}: {'[green]fits[/green]' if f.fits else '[red]DOES NOT FIT[/red]'}, "
+        f"weighted objective {f.objective:.5f}",
+        ("pipeline", "weight", "load req/s", stages_col, "usage", "objective", "alone", "quota cost", "SLA"),
+        left=("pipeline", stages_col, "usage"),
+    )
+    for o in f.pipelines:
+        stages = "  ".join(f"{s.variant} b={s.batch} x{s.replicas}" for s in o.plan.stages)
+        usage = " ".join(f"{pool}={used:g}" for pool, used in o.usage.items() if used)
+        alone = "-" if o.alone_objective is None else f"{o.alone_objective:.5f}"
+        cost = "-" if o.quota_cost is None else f"{o.quota_cost:.5f}"
+        table.add_row(
+            o.pipeline,
+            f"{o.weight:g}",
+            f"{o.load_rps:g}",
+            escape(stages),
+            usage,
+            f"{o.plan.objective:.5f}",
+            alone,
+            cost,
+            "met" if o.sla_met else "[red]MISSED[/red]",
+        )
+    out = console()
+    out.print(table)
+    pools = " | ".join(f"{p.pool} {p.used:g} of {p.quota:g}" for p in f.pools)
+    out.print(
+        f"quota: {pools} | {f.solver} {f.status} in {f.solve_time_s * 1000:.1f} ms ({f.front_points} plans)"
+    )
+    if f.message:
+        out.print(f"[yellow]{escape(f.message)}[/yellow]")
+
+
+def fleet_bench(report: dict) -> None:
+    table = _table(
+        f"fleet plan time under a binding quota ({report['quota_share']:.0%} of the independent optima), "
+        f"loads x{', x'.join(f'{s:g}' for s in report['load_scales'])}",
+        ("pipelines", "median ms", "max ms", "Pareto sets ms", "knapsack ms", "plans", "objective lost"),
+    )
+    for r in report["rows"]:
+        table.add_row(
+            str(r["pipelines"]),
+            f"{r['median_s'] * 1000:.0f}",
+            f"{r['max_s'] * 1000:.0f}",
+            f"{r['median_fronts_s'] * 1000:.0f}",
+            f"{r['median_knapsack_s'] * 1000:.0f}",
+            f"{r['median_front_points']:g}",
+            f"{r['median_objective_lost_to_quota']:.3f}",
+        )
+    out = console()
+    out.print(table)
+    if "brute_force_checked" in report:
+        out.print(
+            f"brute force: {report['brute_force_checked']} small fleets checked, "
+            f"{report['mismatches']} mismatches"
+        )
+
+
 def demo_plans(plans) -> None:
     """Every example pipeline's plans side by side, a section per pipeline and load."""
     from rich.markup import escape

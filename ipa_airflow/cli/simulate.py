@@ -3,6 +3,7 @@ patterns, or the whole evaluation matrix with its report."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -20,9 +21,23 @@ def add_simulate(sub) -> None:
         "simulate",
         help="replay a trace through a pipeline under adaptation policies",
         description="ipa simulate SPEC --pattern NAME | ipa simulate patterns | ipa simulate evaluate | "
-        "ipa simulate sweep --grid 'quantile=0.9,0.95,0.99;stabilisation=1,4'",
+        "ipa simulate sweep --grid 'quantile=0.9,0.95,0.99;stabilisation=1,4' | "
+        "ipa simulate fleet FLEET.yaml --windows 2 --duration 600",
     )
-    p.add_argument("target", help="a pipeline spec, or 'patterns', 'evaluate' or 'sweep'")
+    p.add_argument("target", help="a pipeline spec, or 'patterns', 'evaluate', 'sweep' or 'fleet'")
+    p.add_argument(
+        "fleet_spec",
+        nargs="?",
+        metavar="FLEET",
+        help="fleet: the fleet spec (docs/fleet.md), replayed with its pipelines planned together and "
+        "each alone, cut to fit the quota",
+    )
+    p.add_argument(
+        "--windows",
+        type=at.random_windows,
+        default=1,
+        help="fleet: sets of random windows of the test days, one window per pipeline in each",
+    )
     p.add_argument("--trace", help="per-second counts (default: the shipped Twitter trace)")
     p.add_argument("--damping", type=at.damping, default=8.0)
     p.add_argument("--pattern", choices=["bursty", "steady-low", "steady-high", "fluctuating"])
@@ -52,7 +67,8 @@ def add_simulate(sub) -> None:
     p.add_argument(
         "--stabilisation",
         type=at.stabilisation,
-        help="plan for the highest of this many forecasts instead of each spec's adaptation.stabilisation",
+        help="give capacity back only to a plan that carries the last N loads, instead of each spec's "
+        "adaptation.stabilisation",
     )
     p.add_argument(
         "--max-utilisation",
@@ -88,7 +104,7 @@ def add_simulate(sub) -> None:
         default="6-9",
         help="sweep: the days the windows are drawn from (default 6-9; 10-13 are evaluate's test days)",
     )
-    p.add_argument("--out", default="reports/simulation", help="evaluate, sweep: report folder")
+    p.add_argument("--out", default="reports/simulation", help="evaluate, sweep, fleet: report folder")
     p.add_argument("--seed", type=at.seed, default=0)
     p.add_argument("--plot", type=at.out_file, help="write a PNG of load, accuracy, cost and p99 over time")
     p.add_argument("--json", action="store_true")
@@ -117,6 +133,10 @@ def cmd_simulate(args) -> int:
     from ..simulation import cases
     from ..simulation import experiments as ev
 
+    if args.fleet_spec and args.target != "fleet":
+        raise ValueError(
+            f"a second argument ({args.fleet_spec}) is only for 'fleet': ipa simulate fleet FLEET.yaml"
+        )
     trace = read_trace(args.trace or default_trace(), damping=args.damping)
     if args.target == "patterns":
         found = ev.test_patterns(trace)
@@ -132,6 +152,8 @@ def cmd_simulate(args) -> int:
     say = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     if args.target == "sweep":
         return _sweep(args, trace)
+    if args.target == "fleet":
+        return _fleet(args, trace)
     if args.target == "evaluate":
         specs = cases.spec_paths(args.pipelines)
         if Path(args.out).exists() and not Path(args.out).is_dir():
@@ -180,6 +202,72 @@ def cmd_simulate(args) -> int:
         render.print_json(summaries if len(summaries) > 1 else summaries[0])
     else:
         render.simulation(summaries, title=f"{Path(args.target).stem}, {where}")
+    return 0
+
+
+def _fleet(args, trace) -> int:
+    """`ipa simulate fleet FLEET.yaml`: joint against independent planning (simulation/fleet_sim.py)."""
+    from ..fleet import load_fleet
+    from ..optimizer import POLICIES as PLANNED
+    from ..simulation import experiments as ev
+    from ..simulation import fleet_sim
+
+    if not args.fleet_spec:
+        raise ValueError("simulate fleet needs a fleet spec: ipa simulate fleet profiles/fleets/example.yaml")
+    if args.windows < 1:
+        raise ValueError("--windows must be at least 1 for a fleet")
+    if args.policy not in PLANNED:
+        raise ValueError(f"--policy {args.policy}: a fleet is planned under one of {', '.join(PLANNED)}")
+    # Options the fleet replay does not read, when given: refused, not silently ignored.
+    unread = [
+        flag
+        for flag, value in (
+            ("--pattern", args.pattern),
+            ("--start", args.start),
+            ("--quantile", args.quantile),
+            ("--latency-headroom", args.latency_headroom),
+            ("--stabilisation", args.stabilisation),
+            ("--max-utilisation", args.max_utilisation),
+            ("--plot", args.plot),
+            ("--grid", args.grid),
+            ("--random-windows", args.random_windows or None),
+        )
+        if value is not None
+    ]
+    if unread:
+        raise ValueError(
+            f"{', '.join(unread)}: not read by 'simulate fleet' (it takes --windows, --duration, --interval, "
+            "--policy, --forecaster, --seed, --damping, --trace, --out and each spec's own settings)"
+        )
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; the fleet report needs a folder")
+    fleet = load_fleet(args.fleet_spec)  # a bad fleet fails before the forecaster is fitted
+    fleet_sim.fleet_windows(trace, fleet, args.windows, args.duration, seed=args.seed)  # and too few windows
+    _progress(f"fitting the {args.forecaster} forecaster on days 0-9 of the trace")
+    fitted = ev.fit_forecaster(trace, model=args.forecaster, seed=args.seed)
+    report = fleet_sim.compare(
+        fleet,
+        trace,
+        fitted=fitted,
+        windows=args.windows,
+        duration=args.duration,
+        seed=args.seed,
+        policy=args.policy,
+        interval_s=args.interval,
+        out=out,
+        progress=_progress,
+    )
+    report["damping"] = args.damping
+    report["forecaster"] = args.forecaster
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"fleet-{fleet.name}.json").write_text(json.dumps(report, indent=1))
+    (out / f"fleet-{fleet.name}.md").write_text(fleet_sim.markdown(report))
+    if args.json:
+        render.print_json(report)
+    else:
+        print(fleet_sim.markdown(report))
+        print(f"report, JSON and a plot per window set in {args.out}")
     return 0
 
 

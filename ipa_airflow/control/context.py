@@ -31,6 +31,12 @@ class Context:
     policy: str = "ipa"  # the planner's policy (optimizer.policies), or the name of another policy
     quantile: float | None = None  # None: the spec's adaptation.quantile
     state: Any = None  # what the policy handed back last time (None for the planner: it keeps none)
+    # The arrival rate measured over the last `adaptation.burst_window_s` (None where the driver does not
+    # measure it): the plan is never sized below it, a forecast that has not caught up with a burst yet.
+    measured_rps: float | None = None
+    # The highest such rate over the capacity hold (`stabilisation` intervals): a burst the fast path met
+    # holds its replicas as a recent forecast would, so the next decision does not undo them.
+    measured_peak_rps: float | None = None
 
     @property
     def spec(self) -> PipelineSpec:

@@ -22,7 +22,9 @@ class Decision:
     previous_plan_id: str | None  # what ran when deciding; None when nothing known runs
     reason: str  # why kept or switched, one sentence
     proposal_id: str  # what the program proposed (differs from plan.plan_id when what runs is kept)
-    load_rps: float  # the load planned for (the forecast held over the stabilisation window)
+    # The load planned for: the forecast now at the quantile, or the rate measured now, or the highest
+    # recent load the capacity hold keeps (capped at what runs carries).
+    load_rps: float
     solve_s: float = 0.0  # the program's solve time
     # The model each stage of the plan runs ('models:/name/3', or 'zoo:<variant>' for a zoo model).
     models: Mapping[str, str] = field(default_factory=dict)
@@ -31,8 +33,9 @@ class Decision:
     pipeline: Mapping[str, Any] = field(default_factory=dict)
     # Observed against predicted p99 per stage (`control.drift`): {"measured", "note", "gaps", "events"}.
     drift: Mapping[str, Any] = field(default_factory=dict)
-    # How load_rps came about: {"quantile", "point", "now" (this forecast at the quantile), "held" (the
-    # forecasts the stabilisation compared, oldest first)}; load_rps is the highest of "held".
+    # How load_rps came about: {"quantile", "point", "now" (this forecast at the quantile), "measured"
+    # (the rate over the fast path's window; load_rps is the higher of the two unless the hold raised it),
+    # "measured_peak", "recent" (the loads the capacity hold compared, oldest first)}.
     load_basis: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 

@@ -126,16 +126,18 @@ def explain(decision: Decision) -> str:
 
 
 def _load_basis(decision: Decision) -> str:
-    """Where the planned load came from, when the decision knows: the forecast's quantile now, or an
-    earlier forecast the stabilisation still holds (so 'for 46 req/s' beside a point forecast of 24
-    reads as what it is)."""
+    """Where the planned load came from, when the decision knows: the forecast's quantile now, the rate
+    measured now when that was higher, and the load the capacity hold kept when that was."""
     b = decision.load_basis
     if not b:
         return ""
-    q, now, held, point = b.get("quantile"), b.get("now"), b.get("held") or [], b.get("point")
+    q, now, point, measured = b.get("quantile"), b.get("now"), b.get("point"), b.get("measured")
     if q is None or now is None:
         return ""
     text = f" (q{q:g} of the forecast: {now:.1f} now"
-    if held and max(held) > now + 1e-9:
-        text += f"; {max(held):.1f} held from the last {len(held)} forecasts by the stabilisation"
+    if measured is not None and measured > now:
+        text += f"; {measured:.1f} measured now, planned for instead"
+    recent = b.get("recent") or []
+    if decision.load_rps > max(now, measured or 0.0) + 1e-9:
+        text += f"; {decision.load_rps:.1f} held for the last {len(recent)} loads"
     return f"{text}; point forecast {point:.1f})" if point is not None else f"{text})"

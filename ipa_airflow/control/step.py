@@ -32,9 +32,12 @@ def context(
     policy: str = "ipa",
     quantile: float | None = None,
     state: Any = None,
+    measured_rps: float | None = None,
+    measured_peak_rps: float | None = None,
 ) -> Context:
     """The context of a decision now: what runs is read from the cluster's Deployments."""
-    return Context(now, forecast, observe(pipeline.spec, backend), pipeline, policy, quantile, state)
+    running = observe(pipeline.spec, backend)
+    return Context(now, forecast, running, pipeline, policy, quantile, state, measured_rps, measured_peak_rps)
 
 
 def apply(

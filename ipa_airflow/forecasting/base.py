@@ -37,7 +37,7 @@ class Forecast:
     note: str = ""  # e.g. why a fallback was used
     schema_version: int = SCHEMA_VERSION
     # The quantiles the same model gave at the previous decision points, newest first: what the
-    # controller's scale-down stabilisation looks back on, recomputed from the rates so no state is kept.
+    # controller's capacity hold compares, recomputed from the rates so no state is kept.
     earlier: tuple[Mapping[str, float], ...] = ()
 
     def at(self, quantile: float | None) -> float:

@@ -191,7 +191,11 @@ def run_policy(
 
     def record(rec: control.DecisionRecord) -> None:
         with lock:
-            decisions.decided(rec.decision)
+            if rec.extra.get("fast_path"):  # a scale-up between decisions: no forecast was planned for
+                if rec.reconcile is not None and rec.reconcile.ok:
+                    decisions.burst(rec.decision)
+            else:
+                decisions.decided(rec.decision)
             if rec.reconcile is not None:
                 decisions.reconciled(time.monotonic() - t0, rec.decision, rec.reconcile)
 
@@ -328,6 +332,7 @@ def run_policy(
             "cost": np.asarray(sampler.cost[:n]),
         },
         reconfigurations=decisions.reconfigurations,
+        bursts=decisions.bursts,
         failed_reconciles=decisions.failed_reconciles,
         solver_s=decisions.solver_s,
         wall_s=wall,

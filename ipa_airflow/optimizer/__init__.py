@@ -87,7 +87,7 @@ def score_config(
             )
         choice.append(replace(match[0], replicas=int(replicas)))
     ev = score_choice(data, choice)
-    return _make_plan(data, tuple(choice), ev, ev.feasible, ev.violations, "given", "given", 0.0, "")
+    return make_plan(data, tuple(choice), ev, ev.feasible, ev.violations, "given", "given", 0.0, "")
 
 
 def _pick_solver(data: ModelData, solver: str) -> str:
@@ -124,10 +124,11 @@ def plan_from_data(data: ModelData, *, solver: str = "auto") -> Plan:
     if not ev.feasible:
         raise AssertionError(f"solver {solver_name} returned a plan that breaks {ev.violations}")
     binding = ("latency_sla",) if ev.latency_s >= _BINDING_SHARE * data.latency_budget_s else ()
-    return _make_plan(data, choice, ev, True, binding, solver_name, status, elapsed, "")
+    return make_plan(data, choice, ev, True, binding, solver_name, status, elapsed, "")
 
 
-def _make_plan(data, choice, ev, feasible, binding, solver, status, elapsed, message) -> Plan:
+def make_plan(data, choice, ev, feasible, binding, solver, status, elapsed, message) -> Plan:
+    """The one place a Plan is assembled from chosen options (the planner and the fleet program)."""
     stages = tuple(
         StagePlan(
             stage=o.stage,
@@ -235,4 +236,4 @@ def _infeasible_plan(data: ModelData, solver: str, status: str, elapsed: float) 
         f"infeasible at {data.load_rps:.1f} req/s: {reason}. "
         "Returned the best-effort plan of highest capacity."
     )
-    return _make_plan(data, choice, ev, False, binding, solver, status, elapsed, message)
+    return make_plan(data, choice, ev, False, binding, solver, status, elapsed, message)

@@ -38,7 +38,7 @@ class ChainResult:
 
 
 @dataclass(frozen=True)
-class _Stage:
+class StageArrays:
     options: tuple[Option, ...]
     lat: np.ndarray
     acc: np.ndarray
@@ -62,12 +62,12 @@ def _prune_dominated_options(data: ModelData, options: tuple[Option, ...]) -> tu
     return tuple(options[i] for i in np.flatnonzero(~dominated))
 
 
-def _stages(data: ModelData) -> list[_Stage]:
+def _stages(data: ModelData) -> list[StageArrays]:
     out = []
     for st in data.stages:
         opts = _prune_dominated_options(data, st.options)
         out.append(
-            _Stage(
+            StageArrays(
                 opts,
                 np.array([o.total_latency_s for o in opts], dtype=float),
                 np.array([o.accuracy for o in opts], dtype=float),
@@ -77,10 +77,10 @@ def _stages(data: ModelData) -> list[_Stage]:
     return out
 
 
-class _Bounds:
+class Bounds:
     """What the stages after k can still add: fastest latency, accuracy range, and an upper bound."""
 
-    def __init__(self, stages: list[_Stage], product: bool, weight: float):
+    def __init__(self, stages: list[StageArrays], product: bool, weight: float):
         n = len(stages)
         self.product = product
         self.weight = weight
@@ -153,7 +153,7 @@ def _nondominated(lat: np.ndarray, u: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.array(kept, dtype=np.int64)
 
 
-def _search(data: ModelData, stages: list[_Stage], bounds: _Bounds, lower_bound: float, beam: int | None):
+def _search(data: ModelData, stages: list[StageArrays], bounds: Bounds, lower_bound: float, beam: int | None):
     product = data.accuracy_method == "product"
     lat = np.zeros(1)
     acc = np.ones(1) if product else np.zeros(1)
@@ -204,7 +204,7 @@ def solve(data: ModelData) -> ChainResult:
     if any(not st.options for st in data.stages):
         return ChainResult(False, None, None, 0, time.perf_counter() - t0)
     stages = _stages(data)
-    bounds = _Bounds(stages, data.accuracy_method == "product", data.accuracy_weight)
+    bounds = Bounds(stages, data.accuracy_method == "product", data.accuracy_weight)
     # A narrow beam first finds a good feasible value quickly; the exact pass then prunes with it.
     seed, _, _ = _search(data, stages, bounds, -math.inf, beam=_BEAM)
     value, path, labels = _search(data, stages, bounds, seed if seed is not None else -math.inf, beam=None)

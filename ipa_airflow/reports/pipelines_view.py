@@ -268,14 +268,15 @@ def observed_peak(record: DecisionRecord) -> float | None:
 
 
 def load_basis(record: DecisionRecord) -> str:
-    """The planned load in words: the forecast quantile now, or an earlier one the stabilisation holds."""
+    """The planned load in words: the forecast quantile now, and the load the capacity hold kept."""
     b = record.decision.load_basis
-    q, now, held = b.get("quantile"), b.get("now"), list(b.get("held") or [])
+    q, now = b.get("quantile"), b.get("now")
     if q is None or now is None:
         return ""
     text = f"q{float(q):g} of this forecast: {float(now):.1f} req/s"
-    if held and max(held) > float(now) + 1e-9:
-        text += f"; {max(held):.1f} req/s held from the last {len(held)} forecasts (stabilisation)"
+    planned = record.decision.load_rps
+    if planned > max(float(now), float(b.get("measured") or 0.0)) + 1e-9:
+        text += f"; {planned:.1f} req/s held for the last {len(b.get('recent') or [])} loads"
     return text
 
 

@@ -56,6 +56,12 @@ class PlannedPolicy:
     def interval_s(self) -> float:
         return self.spec.adaptation.interval_s
 
+    @property
+    def fast_path(self) -> bool:
+        """Whether the simulator runs the fast path (`control.burst`) between this policy's decisions: for
+        ipa only, as in the loop operator; the baselines keep the rule that defines them."""
+        return self.name == "ipa" and self.spec.adaptation.burst_window_s > 0
+
     def forecast(self, now: float, observed: np.ndarray) -> Forecast:
         a = self.spec.adaptation
         return forecast_for(

@@ -282,6 +282,8 @@ def window_summary(spec_path, trace, starts, policies, fitted, seed, overrides) 
             "accuracy_mean": round(float(np.mean([r["mean_accuracy"] for r in runs])), 5),
             "cost_mean": round(float(np.mean([r["mean_cost"] for r in runs])), 4),
             "planned_over_load_mean": round(float(np.mean([r["planned_over_load"] for r in runs])), 4),
+            "carried_over_load_mean": round(float(np.mean([r["carried_over_load"] for r in runs])), 4),
+            "peak_over_load_mean": round(float(np.mean([r["peak_over_load"] for r in runs])), 4),
         }
         if "fa2-high" in per:
             share = [r["mean_cost"] / h["mean_cost"] for r, h in zip(runs, per["fa2-high"], strict=True)]

@@ -217,8 +217,8 @@ def markdown(report: dict) -> str:
             f"Over {n} random 20-minute windows of the test days:",
             "",
             "| pipeline | policy | violations mean | worst | windows >= 1 % | accuracy (PAS) | cost "
-            "| cost / fa2-high | planned / load |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| cost / fa2-high | planned / load | carried / load |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in report["random_windows"]:
             share = r.get("cost_share_of_fa2_high_mean")  # only when fa2-high was among the policies
@@ -226,7 +226,7 @@ def markdown(report: dict) -> str:
                 f"| {r['pipeline']} | {r['policy']} | {r['violations_mean']:.2%} | {r['violations_max']:.2%} "
                 f"| {r['windows_over_1pct']} | {r['accuracy_mean']:.4f} | {r['cost_mean']:.2f} "
                 f"| {'-' if share is None else f'{share:.0%}'} "
-                f"| {r['planned_over_load_mean']:.2f} |"
+                f"| {r['planned_over_load_mean']:.2f} | {r['carried_over_load_mean']:.2f} |"
             )
     if report.get("wall_s") is not None:
         lines += ["", f"The whole evaluation took {report['wall_s']:.0f} s ({report.get('cpus', '?')} CPUs)."]

@@ -26,6 +26,7 @@ class SimResult:
     sla_s: float
     plans: list[tuple[float, str]] = field(default_factory=list)  # (second, plan id) of each plan that took
     failed_reconciles: int = 0  # refused by the guardrails, or rolled back
+    bursts: int = 0  # scale-ups the fast path made between decisions
     stage_latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # per stage: hop p50, p99
 
     @property
@@ -50,16 +51,33 @@ class SimResult:
             ),
             "mean_accuracy": round(float(np.mean(ps["accuracy"])), 5),
             "mean_cost": round(float(np.mean(ps["cost"])), 4),
-            # The load the plans were sized for, over the load that came: what the forecasts (and the
-            # stabilisation holding the highest) asked for. Cost follows it only in part, because the
-            # planner also spends headroom on more accurate variants.
+            # The load the decisions planned for, over the load that came: what the forecasts asked for.
+            # Cost follows it only in part, because the planner also spends headroom on more accurate
+            # variants.
             "planned_over_load": round(float(np.mean(ps["planned"]) / max(np.mean(ps["load"]), 1e-9)), 4),
+            # What the ready replicas carried (at max_utilisation), over the load that came: the capacity
+            # side, with what whole replicas, the capacity hold and the fast path add to the forecast.
+            "carried_over_load": round(float(np.mean(ps["carried"]) / max(np.mean(ps["load"]), 1e-9)), 4)
+            if "carried" in ps
+            else None,  # a live run samples cost, not capacity
+            # What a plan sized for the next 20 s's peak must carry even with a perfect forecast: that
+            # peak, every 10 s, over the load that came. planned / load cannot go below it.
+            "peak_over_load": peak_over_load(ps["load"]),
+            "bursts": self.bursts,
             "reconfigurations": self.reconfigurations,
             "failed_reconciles": self.failed_reconciles,
             "solver_s": round(self.solver_s, 3),
             "wall_s": round(self.wall_s, 3),
             "solver_share": round(self.solver_s / self.wall_s, 3) if self.wall_s else 0,
         }
+
+
+def peak_over_load(load: np.ndarray, every_s: int = 10, horizon_s: int = 20) -> float | None:
+    """The mean of the next `horizon_s` seconds' peak, at every `every_s`, over the mean load."""
+    starts = range(0, len(load) - horizon_s + 1, every_s)
+    if not len(starts) or np.mean(load) <= 0:
+        return None
+    return round(float(np.mean([load[t : t + horizon_s].max() for t in starts]) / np.mean(load)), 4)
 
 
 class DecisionLog:
@@ -73,6 +91,11 @@ class DecisionLog:
         self.plans: list[tuple[float, str]] = []
         self.reconfigurations = 0
         self.failed_reconciles = 0
+        self.bursts = 0
+
+    def burst(self, decision: Decision) -> None:
+        """A fast-path scale-up between decisions (it plans for the measured demand, not a forecast)."""
+        self.bursts += 1
 
     def decided(self, decision: Decision) -> None:
         self.solver_s += decision.solve_s

@@ -102,6 +102,7 @@ class Server:
     sigma: float  # from the p50..p99 spread
     unit_cost: float
     ready_at: float
+    throughput_rps: float  # one replica at its batch size, from the profile
     busy: bool = False
     retiring: bool = False
 
@@ -148,7 +149,13 @@ class Simulator:
         self.now = 0.0
         self.cluster = PodCluster(clock=lambda: self.now, startup_s=self._startup_of, on_change=self._follow)
         self.state = None  # the policy's, handed back by each decision
+        self.forecast = None  # the last decision's: the fast path's context carries it
         self.log = DecisionLog()
+        # One reconcile at a time: while one waits for its rollout, a decision that comes due waits for it
+        # and the fast path does not look.
+        self.reconciling = False
+        self.adapt_due = False
+        self.fast_path = bool(getattr(policy, "fast_path", False))
 
     # ---- the cluster: decisions go through the reconciler, servers follow its pods ---------------------
     def _startup_of(self, deployment: dict) -> float:
@@ -192,6 +199,7 @@ class Simulator:
             math.log(p99 / p50) / Z99,
             self.spec.replica_cost(shape.resources),
             pod.ready_at,
+            prof.throughput_rps(batch),
         )
 
     def _decide(self, now: float) -> None:
@@ -199,7 +207,14 @@ class Simulator:
         reconcile; the reconciler's waits run the simulation on (`_advance`)."""
         observed = np.concatenate([self.history, self.counts[: int(now)]])
         forecast = self.policy.forecast(now, observed)
-        ctx = control.context(
+        ctx = self._context(now, forecast)
+        decision, self.state = self.policy.decide(ctx)
+        self.forecast = forecast
+        self.log.decided(decision)
+        self._apply(now, decision)
+
+    def _context(self, now: float, forecast) -> control.Context:
+        return control.context(
             self.pipeline,
             forecast,
             self.cluster,
@@ -207,9 +222,13 @@ class Simulator:
             policy=self.policy.name,
             quantile=self.policy.quantile,
             state=self.state,
+            measured_rps=self._measured_rate(now) if self.fast_path else None,
+            measured_peak_rps=self._measured_peak(now) if self.fast_path else None,
         )
-        decision, self.state = self.policy.decide(ctx)
-        self.log.decided(decision)
+
+    def _apply(self, now: float, decision: control.Decision):
+        """Reconcile `decision`; the result (None when nothing changed or the guardrails refused it)."""
+        self.reconciling = True
         try:
             result = control.apply(
                 decision,
@@ -222,9 +241,55 @@ class Simulator:
             )
         except (ClusterError, GuardrailError) as exc:  # refused before anything was applied
             self.log.failed(now, decision, str(exc))
-            return
+            return None
+        finally:
+            self.reconciling = False
         if result is not None:
             self.log.reconciled(now, decision, result)
+        return result
+
+    def _measured_rate(self, now: float) -> float | None:
+        """Arrivals per second over the last `burst_window_s` (as a rate metric reports it)."""
+        window = self.spec.adaptation.burst_window_s
+        if now < window or window == 0:
+            return None
+        arrived = np.searchsorted(self.arrival, [now - window, now], side="right")
+        return float(arrived[1] - arrived[0]) / window
+
+    def _measured_peak(self, now: float) -> float | None:
+        """The highest `burst_window_s` rate over the capacity hold (`stabilisation` intervals), from the
+        whole seconds before `now`."""
+        a = self.spec.adaptation
+        window, end = a.burst_window_s, int(now)
+        first = max(0, end - int(a.stabilisation * a.spacing_s))
+        if window == 0 or end - first < window:
+            return None
+        sums = np.convolve(self.arrived_per_s[first:end], np.ones(window), mode="valid")
+        return float(sums.max()) / window
+
+    def _burst(self, now: float) -> None:
+        """The fast path between decisions: the rate measured over the burst window and each stage's
+        queue; more replicas of what runs (`control.burst`) when they overload it."""
+        rate = self._measured_rate(now)
+        if rate is None or self.forecast is None:
+            return
+        rho = self.spec.limits.max_utilisation
+        if not any(self.queues) and all(
+            rate <= rho * sum(s.throughput_rps for s in stage if not s.retiring) for stage in self.servers
+        ):
+            return  # what runs and starts carries it, no backlog: the common case, decided cheaply
+        measured = control.Measured(
+            rate, {st.name: len(q) for st, q in zip(self.spec.stages, self.queues, strict=True)}
+        )
+        decision = control.burst(self._context(now, self.forecast), measured)
+        if decision is None:
+            return
+        result = self._apply(now, decision)
+        if result is not None and result.ok:
+            self.log.burst(decision)
+        if self.adapt_due:  # a decision came due while the scale-up waited for its pods
+            self.adapt_due = False
+            self._adapt(self.now)
 
     def _advance(self, seconds: float) -> None:
         """The reconciler's sleep: simulated time goes on, requests are served, pods become ready."""
@@ -280,6 +345,7 @@ class Simulator:
         seconds = len(self.counts)
         arrivals = arrival_times(self.counts, self.rng)
         self.arrival = arrivals
+        self.arrived_per_s = np.bincount(np.floor(arrivals).astype(int), minlength=seconds)[:seconds]
         self.enqueued: list[dict[int, float]] = [{} for _ in range(self.n_stages)]
         self.dropped_ids: set[int] = set()
         self.hops: list[list[float]] = [[] for _ in range(self.n_stages)]  # per stage: queue + batch, s
@@ -289,6 +355,7 @@ class Simulator:
         self.per_planned = np.zeros(seconds)
         self.per_cost = np.zeros(seconds)
         self.per_acc = np.zeros(seconds)
+        self.per_capacity = np.zeros(seconds)
         for t in range(seconds):
             self._push(float(t) + 0.5, "sample", t)
         # The first decision's plan runs from the start: its pods are ready at once.
@@ -331,16 +398,32 @@ class Simulator:
         elif kind == "up":
             self._on_up(now, payload[0])
         elif kind == "adapt":
-            # One decision at a time: the next is pushed only once this one's reconcile has returned.
-            self._decide(now)
-            nxt = control.next_tick(now, self.policy.interval_s, self.now)
-            if nxt < len(self.counts):
-                self._push(nxt, "adapt")
+            if self.reconciling:  # the fast path's scale-up is waiting for its pods: decide after it
+                self.adapt_due = True
+            else:
+                self._adapt(now)
         elif kind == "sample":
             t = payload[0]
             self.per_planned[t] = self.log.planned_now
             self.per_cost[t] = sum(s.unit_cost for stage in self.servers for s in stage)
             self.per_acc[t] = self._accuracy(now)
+            self.per_capacity[t] = self._carried(now)
+            if self.fast_path and not self.reconciling:
+                self._burst(now)
+
+    def _adapt(self, now: float) -> None:
+        # One decision at a time: the next is pushed only once this one's reconcile has returned.
+        self._decide(now)
+        nxt = control.next_tick(now, self.policy.interval_s, self.now)
+        if nxt < len(self.counts):
+            self._push(nxt, "adapt")
+
+    def _carried(self, now: float) -> float:
+        """The load the ready replicas carry: the narrowest stage's capacity at `max_utilisation`."""
+        return self.spec.limits.max_utilisation * min(
+            sum(s.throughput_rps for s in stage if s.ready_at <= now and not s.retiring)
+            for stage in self.servers
+        )
 
     def _result(self, seconds: int, arrivals: np.ndarray, wall: float) -> SimResult:
         latency = self.latency
@@ -362,9 +445,11 @@ class Simulator:
                 "p99_s": p99,
                 "accuracy": self.per_acc,
                 "cost": self.per_cost,
+                "carried": self.per_capacity,
             },
             reconfigurations=self.log.reconfigurations,
             failed_reconciles=self.log.failed_reconciles,
+            bursts=self.log.bursts,
             solver_s=self.log.solver_s,
             wall_s=wall,
             sla_s=self.spec.sla_s,

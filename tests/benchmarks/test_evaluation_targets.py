@@ -35,6 +35,8 @@ def test_evaluation_on_the_shipped_trace_meets_the_bursty_target_and_summarises_
     assert summary["fa2-high"]["cost_share_of_fa2_high_mean"] == 1.0
     # ipa sizes its plans for an upper quantile of the forecast peak: above the load that came, not wildly.
     assert 1.0 < summary["ipa"]["planned_over_load_mean"] < 4.0
+    # What the replicas carried: at least the plan (whole replicas, the capacity hold, the fast path).
+    assert summary["ipa"]["carried_over_load_mean"] >= 0.9 * summary["ipa"]["planned_over_load_mean"]
     assert "planned / load" in (tmp_path / "evaluation.md").read_text()
     assert "random 20-minute windows" in (tmp_path / "evaluation.md").read_text()
     assert (tmp_path / "video-cpu_bursty.png").stat().st_size > 10_000

@@ -366,3 +366,13 @@ def test_a_template_file_with_a_duplicate_key_is_refused(tmp_path):
     data["deployment"] = {"template_file": "t.yaml"}
     with pytest.raises(SpecError, match=r"line 3, column 1\): duplicate key 'kind'"):
         load_template(PipelineSpec.from_dict(data), tmp_path)
+
+
+def test_validate_notes_a_plan_that_must_outlast_the_forecast_horizon():
+    from ipa_airflow.pipelines import FORECAST_HORIZON_S, horizon_notes
+
+    spec = load_spec(PIPELINES / "video-cpu.yaml")
+    assert horizon_notes(spec) == []  # 10 s interval + 10 s start-up: the 20 s the forecasts cover
+    slow = spec.model_copy(update={"adaptation": spec.adaptation.model_copy(update={"interval_s": 30.0})})
+    (note,) = horizon_notes(slow)
+    assert "40 s" in note and f"{FORECAST_HORIZON_S} s" in note and "burst_window_s" in note

@@ -11,7 +11,7 @@ from ipa_airflow.optimizer import ConfigError, plan, score_config
 from ipa_airflow.pipelines import load_pipeline
 from ipa_airflow.simulation.controllers import make_policy
 from ipa_airflow.simulation.simulator import Simulator
-from ipa_airflow.switching import choose, held_load, shortfall
+from ipa_airflow.switching import carried_load, choose, holds_capacity, shortfall
 from tests.conftest import PIPELINES
 
 
@@ -24,12 +24,13 @@ def _config(p):
     return [s.config_key for s in p.stages]
 
 
-def test_held_load_is_the_highest_of_the_newest_forecasts():
-    assert held_load([30.0, 5.0, 6.0, 7.0], 3) == 7.0
-    assert held_load([30.0, 5.0, 6.0, 7.0], 4) == 30.0
-    assert held_load([4.0], 4) == 4.0
-    with pytest.raises(ValueError):
-        held_load([], 4)
+def test_capacity_is_held_while_the_proposal_would_not_carry_a_recent_load(cpu):
+    big, small = plan(cpu.spec, cpu.profiles, 30.0), plan(cpu.spec, cpu.profiles, 6.0)
+    offered = carried_load(small, cpu.spec)
+    assert carried_load(big, cpu.spec) >= 30.0 > offered >= 6.0
+    assert holds_capacity(big, small, [6.0, offered + 0.1, 6.0, 6.0], cpu.spec) is not None
+    assert holds_capacity(big, small, [6.0, offered, 6.0, 6.0], cpu.spec) is None
+    assert holds_capacity(small, big, [30.0] * 4, cpu.spec) is None  # a scale-up is no give-back
 
 
 def test_a_running_plan_is_scored_like_a_solved_one(cpu):

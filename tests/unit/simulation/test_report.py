@@ -1,5 +1,6 @@
 """The evaluation report's comparisons, on rows whose answers are known."""
 
+import numpy as np
 import pytest
 
 from ipa_airflow.pipelines import load_pipeline
@@ -48,6 +49,7 @@ def test_the_window_table_leaves_the_fa2_high_share_empty_without_fa2_high():
         "accuracy_mean": 0.3,
         "cost_mean": 2.0,
         "planned_over_load_mean": 1.9,
+        "carried_over_load_mean": 2.1,
     }
     report = {"rows": [], "targets": [], "seed": 0, "forecaster": "f", "random_windows": [window]}
     line = next(x for x in markdown(report).splitlines() if x.startswith("| p | ipa"))
@@ -109,3 +111,11 @@ def test_the_paper_comparison_sets_ours_beside_the_papers_ranges(tmp_path):
         x for x in text.splitlines() if x.startswith("| **the paper")
     )
     assert plot_pipeline(rows, "p", tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_the_oracle_peak_over_load_is_the_next_20_s_peak_over_the_mean():
+    from ipa_airflow.simulation.results import peak_over_load
+
+    load = np.array([1.0] * 10 + [3.0] + [1.0] * 29)  # mean 1.05; peaks of [0,20), [10,30), [20,40): 3, 3, 1
+    assert peak_over_load(load) == round((7 / 3) / 1.05, 4)
+    assert peak_over_load(np.ones(5)) is None  # shorter than the horizon

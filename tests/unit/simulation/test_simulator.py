@@ -108,6 +108,7 @@ def test_no_decision_starts_while_the_reconciler_waits_for_a_rollout(cpu, fitted
     for stage in d["stages"]:
         for v in stage["variants"]:
             v["startup_s"] = 25
+    d["adaptation"]["burst_window_s"] = 0  # decisions only: the fast path is the next test's
     slow = PipelineSpec.from_dict(d)
     decided = []
 
@@ -129,6 +130,30 @@ def test_no_decision_starts_while_the_reconciler_waits_for_a_rollout(cpu, fitted
     switch = r.plans[1][0]  # the first switch, onto more capacity
     assert decided[decided.index(switch) + 1] == switch + 26  # not switch + 10
     assert r.completed + r.dropped == r.sent
+
+
+def test_the_fast_path_meets_a_jump_between_decisions_and_the_decision_due_meanwhile_waits(cpu, fitted):
+    d = cpu.spec.to_dict()
+    d["adaptation"]["burst_window_s"] = 0
+    off = PipelineSpec.from_dict(d)
+    # The load triples 3 s after a decision, held high for a minute: a forecast cannot have seen it.
+    counts = np.concatenate([np.full(123, 4.0), np.full(60, 14.0), np.full(117, 4.0)])
+    runs = {}
+    for name, spec in (("on", cpu.spec), ("off", off)):
+        runs[name] = Simulator(
+            spec,
+            cpu.profiles,
+            counts,
+            make_policy("ipa", spec, cpu.profiles, fitted),
+            history=np.full(3600, 4.0),
+        ).run()
+    on, no = runs["on"], runs["off"]
+    assert no.bursts == 0 and on.bursts >= 1 and on.failed_reconciles == 0
+    assert on.completed + on.dropped == on.sent
+    # This forecaster barely follows a jump: without the fast path the burst is met late or not at all;
+    # with it, replicas of what runs come once they start, and the decisions meanwhile keep them.
+    assert on.late + on.dropped < no.late + no.dropped
+    assert on.per_second["carried"][135:180].min() > no.per_second["carried"][135:180].max()
 
 
 def test_hpa_scales_up_at_once_and_down_only_after_stabilisation(cpu):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ipa_airflow.cli import main
-from ipa_airflow.simulation.sweep import choose, parse_grid, short
+from ipa_airflow.simulation.sweep import choose, choose_per_pipeline, parse_grid, short
 from tests.conftest import PIPELINES
 
 
@@ -24,14 +24,17 @@ def test_the_grid_is_every_combination_and_a_bad_one_is_named():
         parse_grid("quantile=high")
 
 
-def _ipa(pipeline, setting, violations, planned):
+def _ipa(pipeline, setting, violations, carried, worst=None):
     return {
         "pipeline": pipeline,
         "kind": "ipa",
         "setting": setting,
         "overrides": {},
         "violations_mean": violations,
-        "planned_over_load_mean": planned,
+        "violations_max": violations if worst is None else worst,
+        "planned_over_load_mean": carried - 0.1,
+        "carried_over_load_mean": carried,
+        "cost_mean": 1.0,
     }
 
 
@@ -45,7 +48,7 @@ def test_the_choice_is_the_leanest_setting_under_the_target_on_every_pipeline():
         _ipa("b", "q0.99", 0.0, 2.0),
     ]
     chosen = choose(rows)
-    assert chosen["setting"] == "q0.95" and chosen["planned_over_load_mean"] == 1.45
+    assert chosen["setting"] == "q0.95" and chosen["carried_over_load_mean"] == 1.45
     assert chosen["violations_mean_worst_pipeline"] == 0.004
     assert choose([_ipa("a", "q0.9", 0.02, 1.0)]) is None
 
@@ -93,3 +96,15 @@ def test_a_setting_missing_on_a_pipeline_is_never_chosen_and_a_bad_grid_fails_be
             windows=1,
             out=None,
         )
+
+
+def test_per_pipeline_the_leanest_setting_with_no_window_over_the_target():
+    rows = [
+        _ipa("a", "q0.8", 0.004, 1.3, worst=0.03),  # under on average, not in every window: out
+        _ipa("a", "q0.99", 0.0, 1.9),
+        _ipa("b", "q0.8", 0.0, 1.4),
+        _ipa("b", "q0.99", 0.0, 1.9),
+        _ipa("c", "q0.99", 0.02, 1.9, worst=0.05),  # no setting holds: c is left out, not guessed
+    ]
+    per = choose_per_pipeline(rows)
+    assert {k: v["setting"] for k, v in per.items()} == {"a": "q0.99", "b": "q0.8"}
