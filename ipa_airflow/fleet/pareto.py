@@ -137,6 +137,12 @@ def _nondominated(cost: np.ndarray) -> np.ndarray:
     return np.array(kept, dtype=np.int64)
 
 
+def _tie(values: np.ndarray) -> np.ndarray:
+    """Objectives as dominance compares them: two plans whose objectives differ only by rounding (the
+    same accuracies summed in another order) tie, so the one using more of a pool is dropped."""
+    return np.round(values, 9)
+
+
 def _no_worse(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
     """m[i, j]: others[j] <= rows[i] in every column (one 2-D comparison per column: no 3-D temporary)."""
     m = others[None, :, 0] <= rows[:, None, 0]
@@ -203,7 +209,7 @@ def pareto_front(data: ModelData, pools: Sequence[str]) -> Front:
             value = bounds.weight * c_acc - c_pen
             idx = np.flatnonzero(ok)
             # Only the plans on the front are traced back to their options.
-            idx = idx[_nondominated(np.column_stack([c_use[idx, : len(pools)], -value[idx]]))]
+            idx = idx[_nondominated(np.column_stack([c_use[idx, : len(pools)], -_tie(value[idx])]))]
             for i in idx.tolist():
                 path = [int(c_opt[i])]
                 label = int(c_parent[i])
@@ -235,7 +241,7 @@ def pareto_front(data: ModelData, pools: Sequence[str]) -> Front:
     all_val = np.concatenate([known_val, final_val])
     if not choices:
         return Front(data.pipeline, pools, (), kept_total)
-    front = _nondominated(np.column_stack([all_use[:, : len(pools)], -all_val]))
+    front = _nondominated(np.column_stack([all_use[:, : len(pools)], -_tie(all_val)]))
     points = []
     for i in front.tolist():
         choice = choices[i]

@@ -184,7 +184,7 @@ def test_loop_mode_gives_each_spec_one_task_that_decides_on_the_specs_cadence(
         trace_second=40_000,
     )
     summary = op.execute({})
-    assert summary == {"decisions": 1, "changes": 1, "skipped": [], "failed_reconciles": 0}
+    assert summary == {"decisions": 1, "changes": 1, "bursts": 0, "skipped": [], "failed_reconciles": 0}
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("ipa-decisions")
     [run] = client.search_runs(
