@@ -29,7 +29,7 @@ from ..optimizer.policies import policy_for
 from ..profiles import ProfileSet
 from ..settings import REPO
 from ..spec import PipelineSpec
-from .solver_grid import BENCH_MODELS, STAGE_SLA_S, _published
+from .solver_grid import BENCH_MODELS, chain_spec
 
 SIZES = (5, 20, 50)
 LOAD_SCALES = (0.6, 0.8, 1.0, 1.2, 1.4)
@@ -44,38 +44,8 @@ def _profiles(path: Path = PROFILES) -> ProfileSet:
 
 
 def pipeline_spec(name: str, models: tuple[str, ...], stages: int, batches: tuple[int, ...]) -> PipelineSpec:
-    profiles = _profiles()
-    accs = {m: _published(profiles, m) for m in models}
-    # As in bench_spec: a perfect pipeline scores 1 whatever its length, so accuracy and cost compare.
-    alpha = 1.0 / math.prod([max(accs.values()) / 100.0] * stages)
-    return PipelineSpec.from_dict(
-        {
-            "name": name,
-            "sla_s": STAGE_SLA_S * stages,
-            "objective": {"alpha": alpha, "beta": 0.005, "gamma": 0.0001, "accuracy": "product"},
-            "limits": {"batch_sizes": list(batches), "max_replicas": 100},
-            "cost_per_unit": {"gpu": 1.0},
-            "stages": [
-                {
-                    "name": f"stage{s}",
-                    "variants": [
-                        {
-                            "name": m.replace("_", "-"),
-                            "model": m,
-                            "accuracy": accs[m],
-                            "shapes": [
-                                {"hardware": POOL, "dtype": dtype, "resources": {"gpu": 1}}
-                                for dtype in ("fp16", "fp32")
-                            ],
-                        }
-                        for m in models
-                    ],
-                }
-                for s in range(stages)
-            ],
-        },
-        source="bench",
-    )
+    """One synthetic pipeline of the fleet: the solver benchmark's chain, each model in 2 shapes."""
+    return chain_spec(name, models, stages, _profiles(), batches=batches, dtypes=lambda s: ("fp16", "fp32"))
 
 
 def synthetic_specs(n: int, *, seed: int, small: bool = False) -> list[tuple[PipelineSpec, float]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,17 +81,38 @@ def bench_spec(
 ) -> PipelineSpec:
     """S identical stages of V variants; `heterogeneous` runs every other stage in fp32 instead of fp16,
     so the stages' latencies differ and no symmetry between them can help a solver."""
-    models = BENCH_MODELS[:variants]
+    return chain_spec(
+        f"bench-{stages}x{variants}",
+        BENCH_MODELS[:variants],
+        stages,
+        profiles,
+        accuracy=accuracy,
+        dtypes=lambda s: ("fp32" if heterogeneous and s % 2 else "fp16",),
+    )
+
+
+def chain_spec(
+    name: str,
+    models: Sequence[str],
+    stages: int,
+    profiles: ProfileSet,
+    *,
+    accuracy: str = "product",
+    batches: Sequence[int] = (1, 2, 4, 8, 16, 32, 64),
+    dtypes: Callable[[int], Sequence[str]] = lambda s: ("fp16",),
+) -> PipelineSpec:
+    """A chain of `stages` identical stages offering `models` on one H100 each, in the dtypes
+    `dtypes(stage)` gives (one shape per dtype): the solver and fleet benchmarks' pipelines."""
     accs = {m: _published(profiles, m) for m in models}
     # Normalise the product so a perfect pipeline scores 1 whatever the length, keeping accuracy and cost
     # comparable at every grid point (otherwise cost swamps accuracy in long chains).
     alpha = 1.0 / math.prod([max(accs.values()) / 100.0] * stages) if accuracy == "product" else 1.0
     return PipelineSpec.from_dict(
         {
-            "name": f"bench-{stages}x{variants}",
+            "name": name,
             "sla_s": STAGE_SLA_S * stages,
             "objective": {"alpha": alpha, "beta": 0.005, "gamma": 0.0001, "accuracy": accuracy},
-            "limits": {"batch_sizes": [1, 2, 4, 8, 16, 32, 64], "max_replicas": 100},
+            "limits": {"batch_sizes": list(batches), "max_replicas": 100},
             "cost_per_unit": {"gpu": 1.0},
             "stages": [
                 {
@@ -102,11 +123,8 @@ def bench_spec(
                             "model": m,
                             "accuracy": accs[m],
                             "shapes": [
-                                {
-                                    "hardware": "h100",
-                                    "dtype": "fp32" if heterogeneous and s % 2 else "fp16",
-                                    "resources": {"gpu": 1},
-                                }
+                                {"hardware": "h100", "dtype": dtype, "resources": {"gpu": 1}}
+                                for dtype in dtypes(s)
                             ],
                         }
                         for m in models

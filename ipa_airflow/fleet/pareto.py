@@ -77,11 +77,7 @@ def plan_usage(choice: Sequence[Option], pools: Sequence[str]) -> tuple[float, .
 
 
 @dataclass(frozen=True)
-class _Stage:
-    options: tuple[Option, ...]
-    lat: np.ndarray
-    acc: np.ndarray
-    pen: np.ndarray
+class _Stage(chain_search.StageArrays):
     use: np.ndarray  # options x dims (pools, then cost when the spec caps it)
 
 
@@ -164,7 +160,7 @@ def pareto_front(data: ModelData, pools: Sequence[str]) -> Front:
     stages = [_stage(restricted, st.options, pools) for st in restricted.stages]
     product = data.accuracy_method == "product"
     bounds = chain_search.Bounds(  # what the later stages can still add (latency, accuracy, value)
-        [chain_search.StageArrays(s.options, s.lat, s.acc, s.pen) for s in stages],
+        list(stages),
         product,
         data.accuracy_weight,
     )
